@@ -1,0 +1,116 @@
+"""How the model of a cell is produced from its parents, arm by arm (DESIGN.md table).
+
+| arm                 | model at level k                                  | cycles trained in this cell |
+| dense               | full width, init                                  | [0]                         |
+| imp                 | imp k-1's weights, magnitude-pruned               | [k]  (chain of k+1 in all)  |
+| extended            | extended k-1's weights, no mask                   | [k]                         |
+| downscaled          | init at the width matching density d_k            | [0]                         |
+| downscaled_extended | init at that width                                | [0..k]                      |
+| random              | random k-1's weights, random mask with imp k's    | [k]                         |
+|                     | per-layer densities                               |                             |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import pruning
+from .config import Cell
+from .models import base_width, build_model, width_candidates
+from .seeds import derive, generator
+
+
+class MissingParentError(RuntimeError):
+    pass
+
+
+@dataclass
+class Start:
+    model: nn.Module
+    mask: pruning.Mask
+    width: int
+    cycles: list[int]          # chain cycle indices this cell trains
+    total_cycles: int          # cycles behind the final model, this cell's and its ancestors'
+    lr_constant: float | None  # finetune variant: constant small LR
+
+
+def init_model(cell: Cell, input_shape, num_classes: int, width: int | None = None) -> nn.Module:
+    """A freshly initialised model; init depends on the seed only (same for every arm)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(cell.seed, "init"))
+        return build_model(cell.benchmark.model, input_shape=input_shape, num_classes=num_classes, width=width)
+
+
+def load_final(cell: Cell) -> tuple[dict, pruning.Mask]:
+    """The final weights and mask of a completed parent cell."""
+    files = [cell.dir / "model.pt", cell.dir / "mask.pt"]
+    if not (cell.dir / "cell.json").exists() or not all(f.exists() for f in files):
+        raise MissingParentError(f"parent cell {cell.label} is not complete: expected {files[0]} and "
+                                 f"{files[1]} (run it first)")
+    state = torch.load(files[0], map_location="cpu", weights_only=True)
+    mask = torch.load(files[1], map_location="cpu", weights_only=True)
+    return state, mask
+
+
+def keep_count(total: int, fraction: float, level: int) -> int:
+    """Weights kept at level k: round(N * (1 - fraction)^k), from N, never compounded rounding."""
+    return round(total * (1 - fraction) ** level)
+
+
+def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, float]:
+    """The width whose prunable-weight count is closest to d_k times the full model's,
+    and the ratio it achieves."""
+    spec, ignore = cell.benchmark.model, cell.benchmark.prune.ignore
+    with torch.device("meta"):  # counting shapes only: no memory, no init cost
+        def count(w):
+            return pruning.count_prunable(build_model(spec, input_shape=input_shape,
+                                                      num_classes=num_classes, width=w), ignore)
+        full = count(base_width(spec))
+        target = full * (1 - cell.benchmark.prune.fraction) ** cell.level
+        best = min(width_candidates(spec), key=lambda w: (abs(count(w) - target), -w))
+        return best, count(best) / full
+
+
+def start(cell: Cell, input_shape, num_classes: int) -> Start:
+    """Build the model and mask this cell trains, reading its parents' records."""
+    bm, k = cell.benchmark, cell.level
+    full_width = base_width(bm.model)
+    variant = bm.prune.variant
+
+    if cell.arm in ("downscaled", "downscaled_extended"):
+        width, _ = downscaled_width(cell, input_shape, num_classes)
+        model = init_model(cell, input_shape, num_classes, width)
+        cycles = [0] if cell.arm == "downscaled" else list(range(k + 1))
+        return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, len(cycles), None)
+
+    model = init_model(cell, input_shape, num_classes)
+    if cell.arm == "dense":
+        return Start(model, pruning.full_mask(model, bm.prune.ignore), full_width, [0], 1, None)
+
+    state, parent_mask = load_final(cell.parents()[0])
+    model.load_state_dict(state)
+    if cell.arm == "extended":
+        return Start(model, parent_mask, full_width, [k], k + 1, None)
+
+    keep = keep_count(pruning.total(parent_mask), bm.prune.fraction, k)
+    if cell.arm == "imp":
+        mask = pruning.magnitude_prune(model, parent_mask, keep)
+    else:  # random: imp level k's per-layer counts, drawn among the weights still alive
+        _, imp_mask = load_final(cell.sibling("imp", k))
+        per_layer = {n: int(m.sum()) for n, m in imp_mask.items()}
+        mask = pruning.random_prune(parent_mask, per_layer, generator(cell.seed, "random-mask", k))
+    if variant == "weight_rewind":
+        model.load_state_dict(rewind_state(cell.sibling("dense", 0).dir))
+    lr = bm.prune.finetune_lr if variant == "finetune" else None
+    return Start(model, mask, full_width, [k], k + 1, lr)
+
+
+def rewind_state(dense_dir: Path) -> dict:
+    path = dense_dir / "rewind.pt"
+    if not path.exists():
+        raise MissingParentError(f"weight_rewind needs {path}, saved by the dense level-0 cell")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,155 @@
+"""Run one cell of a study end to end and write its records."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from . import __version__, arms, pruning, records
+from .config import CHAIN_ARMS, Cell, Study
+from .data import load_dataset
+from .splits import Splits, make_splits
+from .training import Checkpoint, evaluate, train
+
+log = logging.getLogger("prunegen")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("study asks for device: cuda, but no CUDA device is visible")
+    return torch.device(name)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def examples_table(model, splits: Splits, batch_size: int, channels_last: bool) -> dict[str, list]:
+    cols: dict[str, list] = {f: [] for f in records.EXAMPLES.names}
+    for split in (splits.train, splits.val, splits.test):
+        loss, pred = evaluate(model, split, splits, batch_size, channels_last)
+        y, true_y = split.y.cpu(), split.true_y.cpu()
+        cols["split"] += [split.name] * len(split)
+        cols["index"] += split.index.cpu().tolist()
+        cols["observed_label"] += y.tolist()
+        cols["true_label"] += true_y.tolist()
+        cols["is_noisy"] += (y != true_y).tolist()
+        cols["loss"] += loss.tolist()
+        cols["predicted"] += pred.tolist()
+        cols["correct_observed"] += (pred == y).tolist()
+        cols["correct_true"] += (pred == true_y).tolist()
+    return cols
+
+
+def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start, width_ratio: float) -> dict:
+    import numpy as np
+
+    split = np.array(ex["split"])
+    loss = np.array(ex["loss"], dtype=np.float64)
+    noisy = np.array(ex["is_noisy"])
+    correct = np.array(ex["correct_observed"])
+
+    def mean(values, where):
+        return float(values[where].mean()) if where.any() else float("nan")
+
+    train, val, test = split == "train", split == "val", split == "test"
+    bm = cell.benchmark
+    return {
+        "cell_hash": cell.hash, "noise_mode": cell.study.noise_mode, "dataset": bm.dataset,
+        "model": bm.model["name"], "variant": bm.prune.variant,
+        "test_error": 1 - mean(correct, test), "test_loss": mean(loss, test),
+        "val_error": 1 - mean(correct, val), "val_loss": mean(loss, val),
+        "train_error": 1 - mean(correct, train), "train_loss": mean(loss, train),
+        "train_loss_clean": mean(loss, train & ~noisy), "train_loss_noisy": mean(loss, train & noisy),
+        # fraction of noisy training examples fitted to their (wrong) observed label
+        "memorization": mean(correct, train & noisy),
+        "noise_effective": float(noisy[train].mean()) if train.any() else 0.0,
+        "noisy_examples": int((train & noisy).sum()), "train_examples": int(train.sum()),
+        **{k: report[k] for k in ("density", "sparsity", "sparsity_all", "prunable_weights",
+                                  "prunable_nonzero", "parameters", "parameters_kept")},
+        "width": start.width, "width_ratio": width_ratio,
+        "cycles": start.total_cycles, "total_epochs": start.total_cycles * bm.train.epochs,
+    }
+
+
+def run(cell: Cell, *, device: str | None = None) -> Path:
+    """Run `cell` unless its complete records with the same hash exist; return its folder."""
+    out = cell.dir
+    if records.is_complete(out, cell.hash):
+        log.info("%s: complete (hash %s), skipping", cell.label, cell.hash)
+        return out
+    for parent in cell.parents():
+        if not records.is_complete(parent.dir, parent.hash):
+            raise arms.MissingParentError(f"{cell.label} needs the complete parent cell {parent.dir}")
+    t0 = time.perf_counter()
+    bm = cell.benchmark
+    dev = resolve_device(device or cell.study.device)
+    # Everything that can fail on bad input happens before the cell folder is touched.
+    dataset = load_dataset(bm.dataset, cell.study.data_root)
+    splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
+                         seed=cell.seed, augment=bm.data.augment, device=dev)
+    start = arms.start(cell, dataset.input_shape, dataset.num_classes)
+    width_ratio = (arms.downscaled_width(cell, dataset.input_shape, dataset.num_classes)[1]
+                   if cell.arm.startswith("downscaled") else 1.0)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / records.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
+    model = start.model.to(dev)
+    mask = {n: m.to(dev) for n, m in start.mask.items()}
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    def save_rewind(cycle: int, epoch: int, m) -> None:
+        if cell.arm == "dense" and epoch == min(bm.prune.rewind_epoch, bm.train.epochs):
+            records.save_torch({k: v.detach().cpu() for k, v in m.state_dict().items()}, out / "rewind.pt")
+
+    checkpoint = Checkpoint(out / "checkpoint.pt", cell.hash)
+    history, info = train(model, mask, splits, bm.train, cycles=start.cycles, seed=cell.seed,
+                          checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
+                          on_epoch=save_rewind)
+
+    if cell.arm in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
+        history = pq.read_table(cell.parents()[0].dir / "history.parquet").to_pylist() + history
+    channels_last = dev.type == "cuda"
+    ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
+    report = pruning.sparsity_report(model, mask)
+    summary = summarize(cell, ex, report, start, width_ratio)
+    summary["wall_seconds"] = time.perf_counter() - t0
+
+    cpu_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    records.save_torch(cpu_state, out / "model.pt")
+    records.save_torch({n: m.cpu() for n, m in mask.items()}, out / "mask.pt")
+    records.write_parquet(history, records.HISTORY, out / "history.parquet")
+    records.write_parquet(ex, records.EXAMPLES, out / "examples.parquet")
+    records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
+    records.write_json({
+        "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
+        "width": start.width, "width_ratio": width_ratio, "cycles_trained": start.cycles,
+        "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
+        "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+        "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
+    }, out / records.COMPLETE_MARKER)
+    checkpoint.clear()
+    log.info("%s: done in %.1fs: test error %.4f, train loss %.4f, density %.4f",
+             cell.label, summary["wall_seconds"], summary["test_error"], summary["train_loss"], summary["density"])
+    return out
+
+
+def run_cell(study: Study, benchmark: str, arm: str, level: int, noise: float, seed: int,
+             device: str | None = None) -> Path:
+    """The Python twin of `prunegen run-cell`."""
+    return run(study.cell(benchmark, arm, level, noise, seed), device=device)

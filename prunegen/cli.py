@@ -1,0 +1,62 @@
+"""`prunegen` command line: run one cell, and (for the workflow) merge, status, figures."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _study_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True, help="study YAML file")
+    p.add_argument("--results-root", help="override the study's results_root")
+    p.add_argument("--data-root", help="override the study's data_root")
+
+
+def _load(args):
+    from .config import load_study
+
+    overrides = {k: v for k, v in {"results_root": args.results_root, "data_root": args.data_root}.items() if v}
+    return load_study(args.study, overrides)
+
+
+def cmd_run_cell(args) -> None:
+    from .cell import run_cell
+
+    study = _load(args)
+    path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
+    print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prunegen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run-cell", help="train one (benchmark, arm, level, noise, seed) cell and write its records")
+    _study_arg(p)
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--arm", required=True)
+    p.add_argument("--level", required=True, type=int)
+    p.add_argument("--noise", required=True, type=float)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--device", help="override the study's device (cpu, cuda, auto)")
+    p.set_defaults(func=cmd_run_cell)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from .arms import MissingParentError
+    from .config import StudyError
+    from .data import DatasetError
+    from .training import CheckpointError
+
+    try:
+        args.func(args)
+    except (StudyError, DatasetError, MissingParentError, CheckpointError) as e:
+        print(f"prunegen: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Masks: global magnitude pruning, random pruning, and keeping masked weights at zero.
+
+A mask is a dict {parameter name: bool tensor} over the prunable weights (conv and
+linear weights, minus the model's ignored layers). No hooks and no
+torch.nn.utils.prune reparametrization: the weights themselves hold the zeros, so
+state_dict, deepcopy and torch.compile stay clean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Mask = dict[str, torch.Tensor]
+
+
+def prunable_names(model: nn.Module, ignore: tuple[str, ...] | list[str]) -> list[str]:
+    unknown = set(ignore) - {name for name, _ in model.named_modules()}
+    if unknown:
+        raise ValueError(f"prune.ignore names modules the model does not have: {sorted(unknown)}")
+    return [f"{name}.weight" for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and name not in ignore]
+
+
+def count_prunable(model: nn.Module, ignore) -> int:
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in prunable_names(model, ignore))
+
+
+def full_mask(model: nn.Module, ignore) -> Mask:
+    params = dict(model.named_parameters())
+    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model, ignore)}
+
+
+def kept(mask: Mask) -> int:
+    return int(sum(int(m.sum()) for m in mask.values()))
+
+
+def total(mask: Mask) -> int:
+    return sum(m.numel() for m in mask.values())
+
+
+def magnitude_prune(model: nn.Module, mask: Mask, keep: int) -> Mask:
+    """Keep the `keep` largest-magnitude surviving weights, globally across layers.
+
+    Ties are broken by position (stable sort), so the result is deterministic.
+    """
+    params = dict(model.named_parameters())
+    names = list(mask)
+    scores = torch.cat([
+        torch.where(mask[n], params[n].detach().abs().float(), torch.tensor(-1.0, device=mask[n].device)).flatten()
+        for n in names])
+    if not 0 <= keep <= kept(mask):
+        raise ValueError(f"cannot keep {keep} weights when only {kept(mask)} survive")
+    order = torch.sort(scores, descending=True, stable=True).indices
+    flat = torch.zeros_like(scores, dtype=torch.bool)
+    flat[order[:keep]] = True
+    out, start = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        out[n] = flat[start:start + size].view_as(mask[n])
+        start += size
+    return out
+
+
+def random_prune(mask: Mask, keep_per_layer: dict[str, int], generator: torch.Generator) -> Mask:
+    """Within each layer keep `keep_per_layer[name]` of the surviving weights, chosen
+    uniformly at random: every weight already removed stays removed."""
+    out = {}
+    for n, m in mask.items():
+        alive = m.flatten().nonzero().squeeze(1)
+        want = keep_per_layer[n]
+        if want > len(alive):
+            raise ValueError(f"layer {n}: cannot keep {want} weights when only {len(alive)} survive")
+        chosen = alive[torch.randperm(len(alive), generator=generator, device=generator.device)[:want].to(alive.device)]
+        flat = torch.zeros(m.numel(), dtype=torch.bool, device=m.device)
+        flat[chosen] = True
+        out[n] = flat.view_as(m)
+    return out
+
+
+@torch.no_grad()
+def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Zero masked weights, their gradients and their momentum buffers."""
+    params = dict(model.named_parameters())
+    for n, m in mask.items():
+        p = params[n]
+        p.mul_(m)
+        if p.grad is not None:
+            p.grad.mul_(m)
+        if optimizer is not None:
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.mul_(m)
+
+
+@torch.no_grad()
+def mask_grads(model: nn.Module, mask: Mask) -> None:
+    params = dict(model.named_parameters())
+    for n, m in mask.items():
+        if params[n].grad is not None:
+            params[n].grad.mul_(m)
+
+
+def sparsity_report(model: nn.Module, mask: Mask) -> dict:
+    """Sparsity both ways, counted from the actual zeros and checked against the mask."""
+    params = dict(model.named_parameters())
+    prunable_total = total(mask)
+    prunable_nonzero = sum(int(params[n].count_nonzero()) for n in mask)
+    if prunable_nonzero != kept(mask):
+        raise AssertionError(f"{prunable_nonzero} nonzero prunable weights but the mask keeps {kept(mask)}")
+    all_total = sum(p.numel() for p in model.parameters())
+    removed = prunable_total - prunable_nonzero
+    return {
+        "prunable_weights": prunable_total,
+        "prunable_nonzero": prunable_nonzero,
+        "density": prunable_nonzero / prunable_total,
+        "sparsity": removed / prunable_total,
+        "parameters": all_total,
+        "parameters_kept": all_total - removed,
+        "sparsity_all": removed / all_total,
+        "layer_density": {n: int(params[n].count_nonzero()) / mask[n].numel() for n in mask},
+    }

@@ -1,0 +1,191 @@
+"""The training loop: cycles of SGD with a restarted LR schedule, masks kept at zero,
+a checkpoint every epoch, and bit-identical resume on CPU.
+
+Data order and augmentation come from a generator derived from (seed, cycle,
+epoch), so a resumed run needs only the model, the optimizer and the history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import pruning
+from .config import Train
+from .data import augment_batch, to_float
+from .seeds import generator
+from .splits import Split, Splits
+
+log = logging.getLogger("prunegen")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def lr_at(hp: Train, step: int, steps_per_epoch: int, constant: float | None = None) -> float:
+    """LR at `step` of a cycle: optional linear warmup, then constant / step / cosine."""
+    if constant is not None:
+        return constant
+    s = hp.schedule
+    epoch = step / steps_per_epoch
+    if s.warmup_epochs and epoch < s.warmup_epochs:
+        return hp.lr * (step + 1) / (s.warmup_epochs * steps_per_epoch)
+    frac = epoch / hp.epochs
+    if s.kind == "step":
+        return hp.lr * s.gamma ** sum(frac >= m for m in s.milestones)
+    if s.kind == "cosine":
+        return hp.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return hp.lr
+
+
+def make_optimizer(model: nn.Module, hp: Train) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
+                           nesterov=hp.nesterov, weight_decay=hp.weight_decay)
+
+
+def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tensor:
+    x = to_float(x, splits.mean, splits.std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int,
+             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example loss (against split.y) and predicted class, in large no-grad batches."""
+    model.eval()
+    losses, preds = [], []
+    autocast = split.x.device.type == "cuda"
+    for i in range(0, len(split), batch_size):
+        x = _inputs(split.x[i:i + batch_size], splits, channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x).float()
+        losses.append(F.cross_entropy(out, split.y[i:i + batch_size], reduction="none"))
+        preds.append(out.argmax(1))
+    model.train()
+    if not losses:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(losses).cpu(), torch.cat(preds).cpu()
+
+
+def _mean_metrics(model, split, splits, hp, channels_last) -> tuple[float, float]:
+    if len(split) == 0:
+        return float("nan"), float("nan")
+    loss, pred = evaluate(model, split, splits, hp.eval_batch_size, channels_last)
+    return float(loss.mean()), float((pred == split.y.cpu()).float().mean())
+
+
+@dataclass
+class Checkpoint:
+    """One file per cell, rewritten atomically at the end of every epoch."""
+
+    path: Path
+    fingerprint: str  # the cell hash: a checkpoint of another configuration is never resumed
+
+    def save(self, **state) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({"fingerprint": self.fingerprint, **state}, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or garbled file
+            raise CheckpointError(f"corrupt checkpoint {self.path}: {e}; delete it to start the cell over") from e
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring checkpoint %s of another configuration", self.path)
+            return None
+        return state
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cycles: list[int],
+          seed: int, checkpoint: Checkpoint, label: str = "", lr_constant: float | None = None,
+          on_epoch: Callable[[int, int, nn.Module], None] | None = None) -> tuple[list[dict], dict]:
+    """Train `model` for the chain cycles `cycles` (LR and optimizer restarted each cycle).
+
+    Returns the per-epoch history and resume information. `on_epoch(cycle, epoch, model)`
+    is called after each completed epoch (epoch 0 = before training).
+    """
+    device = splits.train.x.device
+    channels_last = device.type == "cuda" and splits.train.x.shape[-1] > 1
+    cuda = device.type == "cuda"
+    n, bs = len(splits.train), hp.batch_size
+    steps = math.ceil(n / bs)
+    history: list[dict] = []
+    start_cycle, start_epoch = 0, 0
+    optimizer = make_optimizer(model, hp)
+    resumed = None
+    state = checkpoint.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        start_cycle, start_epoch, history = state["cycle_pos"], state["epoch"], list(state["history"])
+        if start_epoch < hp.epochs:
+            optimizer.load_state_dict(state["optimizer"])
+        resumed = {"cycle": cycles[start_cycle] if start_cycle < len(cycles) else None, "epoch": start_epoch}
+        log.info("%s: resuming from checkpoint at cycle %s epoch %d", label, resumed["cycle"], start_epoch)
+    pruning.apply_mask(model, mask)
+    if state is None and on_epoch is not None and cycles:
+        on_epoch(cycles[0], 0, model)
+    model.train()
+
+    for pos in range(start_cycle, len(cycles)):
+        cycle = cycles[pos]
+        first_epoch = start_epoch if pos == start_cycle else 0
+        if first_epoch >= hp.epochs:
+            continue
+        if first_epoch == 0:
+            optimizer = make_optimizer(model, hp)  # LR rewinding: a fresh schedule and momentum
+        for epoch in range(first_epoch, hp.epochs):
+            t0 = time.perf_counter()
+            g = generator(seed, "batches", cycle, epoch, device=device)
+            perm = torch.randperm(n, generator=g, device=device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
+            for i in range(steps):
+                idx = perm[i * bs:(i + 1) * bs]
+                x = splits.train.x[idx]
+                if splits.augment:
+                    x = augment_batch(x, g, flip=splits.flip)
+                x, y = _inputs(x, splits, channels_last), splits.train.y[idx]
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    out = model(x)
+                    loss = F.cross_entropy(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                pruning.mask_grads(model, mask)
+                optimizer.step()
+                pruning.apply_mask(model, mask, optimizer)
+                loss_sum += loss.detach() * len(idx)
+                correct += (out.argmax(1) == y).sum()
+            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
+            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last)
+            row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,
+                   "train_loss": float(loss_sum) / n, "train_acc": int(correct) / n,
+                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            log.info("%s | cycle %d epoch %d/%d lr %.4g | train loss %.4f acc %.4f | val acc %.4f | test acc %.4f | %.2fs",
+                     label, cycle, epoch + 1, hp.epochs, lr0, row["train_loss"], row["train_acc"],
+                     val_acc, test_acc, row["seconds"])
+            if on_epoch is not None:
+                on_epoch(cycle, epoch + 1, model)
+            checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            cycle_pos=pos, epoch=epoch + 1, history=history)
+    return history, {"resumed_from": resumed}

@@ -1,0 +1,1 @@
+"""Snakemake executor: every job goes to SLURM through submitit (see prunegen.slurm)."""

@@ -1,0 +1,194 @@
+"""A digits cell of every arm, end to end on CPU: records, sparsity, cycles, noise,
+determinism and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from prunegen import records
+from prunegen.config import ARMS, load_study
+
+from conftest import SMOKE, run_chain
+
+LEVEL = 2
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    """Every arm at level 2 (noise 0.2), with all the cells they need."""
+    study = load_study(SMOKE, {"results_root": str(tmp_path_factory.mktemp("results"))})
+    dirs = {arm: run_chain(study, arm, 0 if arm == "dense" else LEVEL, 0.2) for arm in ARMS}
+    return study, dirs
+
+
+def summary(d):
+    return pq.read_table(d / "summary.parquet").to_pylist()[0]
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_every_arm_writes_every_record_with_the_documented_columns(chains, arm):
+    study, dirs = chains
+    d = dirs[arm]
+    cell = study.cell("digits-mlp", arm, 0 if arm == "dense" else LEVEL, 0.2, 0)
+    assert records.is_complete(d, cell.hash)
+    assert pq.read_schema(d / "history.parquet").names == records.HISTORY.names
+    assert pq.read_schema(d / "examples.parquet").names == records.EXAMPLES.names
+    assert pq.read_schema(d / "summary.parquet").names == records.SUMMARY.names
+    meta = json.loads((d / "cell.json").read_text())
+    assert meta["cell_hash"] == cell.hash and meta["hparams"]["train"]["lr"] == 0.05
+    assert meta["versions"]["torch"] == torch.__version__
+    state = torch.load(d / "model.pt", weights_only=True)
+    mask = torch.load(d / "mask.pt", weights_only=True)
+    for name, m in mask.items():  # the saved weights hold the zeros of the saved mask
+        assert torch.equal(state[name] != 0, m)
+    ex = pq.read_table(d / "examples.parquet").to_pandas()
+    assert set(ex.split) == {"train", "val", "test"}
+    assert (ex.split == "val").sum() == 180 and (ex.split == "test").sum() == 360
+    s = summary(d)
+    assert 0 <= s["test_error"] < 0.5  # it learned something
+    assert s["test_error"] == pytest.approx(1 - ex[ex.split == "test"].correct_observed.mean())
+
+
+@pytest.mark.parametrize("arm", ["imp", "random"])
+def test_pruned_density_is_0_8_to_the_level_counted_from_zeros(chains, arm):
+    study, dirs = chains
+    for level in range(1, LEVEL + 1):
+        d = study.cell("digits-mlp", arm, level, 0.2, 0).dir
+        s = summary(d)
+        assert abs(s["prunable_nonzero"] - 0.8 ** level * s["prunable_weights"]) <= 1
+        state = torch.load(d / "model.pt", weights_only=True)
+        mask = torch.load(d / "mask.pt", weights_only=True)
+        zeros = sum(int((state[n] == 0).sum()) for n in mask)
+        assert s["prunable_weights"] - zeros == s["prunable_nonzero"] == sum(int(m.sum()) for m in mask.values())
+        removed = s["prunable_weights"] - s["prunable_nonzero"]
+        assert s["sparsity_all"] == pytest.approx(removed / s["parameters"])
+        assert s["sparsity_all"] < s["sparsity"]  # biases and the output layer are never pruned
+
+
+def test_random_has_imps_per_layer_densities_but_another_mask(chains):
+    study, _ = chains
+    imp = torch.load(study.cell("digits-mlp", "imp", LEVEL, 0.2, 0).dir / "mask.pt", weights_only=True)
+    rnd = torch.load(study.cell("digits-mlp", "random", LEVEL, 0.2, 0).dir / "mask.pt", weights_only=True)
+    assert {n: int(m.sum()) for n, m in imp.items()} == {n: int(m.sum()) for n, m in rnd.items()}
+    assert any(not torch.equal(imp[n], rnd[n]) for n in imp)
+
+
+@pytest.mark.parametrize("arm", ["imp", "extended", "random", "downscaled_extended"])
+def test_multi_cycle_arms_train_k_plus_1_cycles_with_the_lr_restarted(chains, arm):
+    study, dirs = chains
+    h = pq.read_table(dirs[arm] / "history.parquet").to_pandas()
+    epochs = study.benchmarks["digits-mlp"].train.epochs
+    assert list(h.cycle.unique()) == list(range(LEVEL + 1))
+    assert len(h) == (LEVEL + 1) * epochs
+    for _, cycle in h.groupby("cycle"):
+        assert cycle.lr.iloc[0] == 0.05 and cycle.lr.iloc[-1] == pytest.approx(0.005)  # restarted, then decayed
+    assert summary(dirs[arm])["total_epochs"] == (LEVEL + 1) * epochs
+
+
+def test_downscaled_width_matches_the_imp_density(chains):
+    study, dirs = chains
+    for arm in ("downscaled", "downscaled_extended"):
+        s = summary(dirs[arm])
+        assert s["width"] < 64 and s["density"] == 1.0
+        assert abs(s["width_ratio"] - 0.8 ** LEVEL) < 0.03
+        h = pq.read_table(dirs[arm] / "history.parquet").to_pandas()
+        assert h.cycle.nunique() == (1 if arm == "downscaled" else LEVEL + 1)
+
+
+def test_noise_is_recorded_per_example_and_shared_by_every_arm(chains):
+    _, dirs = chains
+    noisy = None
+    for arm, d in dirs.items():
+        ex = pq.read_table(d / "examples.parquet").to_pandas()
+        train = ex[ex.split == "train"]
+        assert int(train.is_noisy.sum()) == round(0.2 * len(train))
+        assert (train.observed_label[train.is_noisy] != train.true_label[train.is_noisy]).all()
+        assert not ex[ex.split != "train"].is_noisy.any()  # validation and test are never noised
+        ids = set(train.index[train.is_noisy])
+        assert noisy is None or ids == noisy
+        noisy = ids
+        s = summary(d)
+        assert s["memorization"] == pytest.approx(train.correct_observed[train.is_noisy].mean())
+
+
+def _parquet(d):
+    out = {}
+    for kind in ("history", "examples", "summary"):
+        t = pq.read_table(d / f"{kind}.parquet")
+        out[kind] = t.drop([c for c in t.column_names if c in records.WALL_CLOCK])
+    return out
+
+
+def _same(a, b):
+    pa_, pb = _parquet(a), _parquet(b)
+    for kind in pa_:
+        assert pa_[kind].equals(pb[kind]), kind
+    sa = torch.load(a / "model.pt", weights_only=True)
+    sb = torch.load(b / "model.pt", weights_only=True)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_cell_run_twice_gives_identical_records(chains, tmp_path):
+    study, dirs = chains
+    again = load_study(SMOKE, {"results_root": str(tmp_path)})
+    d = run_chain(again, "imp", 1, 0.2)
+    _same(study.cell("digits-mlp", "imp", 1, 0.2, 0).dir, d)
+
+
+def test_a_complete_cell_is_skipped_and_a_changed_one_rerun(chains, tmp_path, caplog):
+    study, dirs = chains
+    stamp = (dirs["dense"] / "cell.json").stat().st_mtime_ns
+    from prunegen.cell import run
+    run(study.cell("digits-mlp", "dense", 0, 0.2, 0))
+    assert (dirs["dense"] / "cell.json").stat().st_mtime_ns == stamp
+
+
+def _long_study(tmp_path, root):
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["benchmarks"]["digits-mlp"]["model"]["hidden"] = [256, 128]
+    raw["benchmarks"]["digits-mlp"]["train"]["epochs"] = 60
+    raw["results_root"] = str(root)
+    path = tmp_path / f"long-{root.name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run_cell_cmd(path):
+    return [sys.executable, "-m", "prunegen.cli", "run-cell", "--study", str(path), "--benchmark", "digits-mlp",
+            "--arm", "dense", "--level", "0", "--noise", "0.2", "--seed", "0"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp_path):
+    killed_path, clean_path = _long_study(tmp_path, tmp_path / "killed"), _long_study(tmp_path, tmp_path / "clean")
+    cell_dir = load_study(killed_path).cell("digits-mlp", "dense", 0, 0.2, 0).dir
+    proc = subprocess.Popen(_run_cell_cmd(killed_path), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (cell_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    time.sleep(0.3)  # land somewhere inside a later epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (cell_dir / "cell.json").exists(), "the run finished before it could be killed"
+    assert not records.is_complete(cell_dir, load_study(killed_path).cell("digits-mlp", "dense", 0, 0.2, 0).hash)
+    done_epochs = torch.load(cell_dir / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= done_epochs < 60
+
+    subprocess.run(_run_cell_cmd(killed_path), check=True, capture_output=True)
+    meta = json.loads((cell_dir / "cell.json").read_text())
+    assert meta["resumed_from"]["epoch"] >= done_epochs  # it did not start over
+    assert not (cell_dir / "checkpoint.pt").exists()
+
+    subprocess.run(_run_cell_cmd(clean_path), check=True, capture_output=True)
+    clean_dir = load_study(clean_path).cell("digits-mlp", "dense", 0, 0.2, 0).dir
+    assert json.loads((clean_dir / "cell.json").read_text())["resumed_from"] is None
+    _same(cell_dir, clean_dir)
