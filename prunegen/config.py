@@ -7,6 +7,7 @@ filled in here, so that a cell's hash covers every value that shaped it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class Resources:
     gpus: int = _help("GPUs per job", 0)
     cpus: int = _help("CPU cores per job", 1)
     mem_mb: int = _help("memory per job, MB", 4000)
-    runtime_min: int = _help("wall time per job, minutes", 60)
+    runtime_min: int = _help("wall time per training cycle, minutes (a job asks for it times its cycles)", 60)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class Study:
         return self.results_root / self.name
 
     def cell(self, benchmark: str, arm: str, level: int, noise: float, seed: int) -> "Cell":
+        return _cell(self, benchmark, arm, level, noise, seed)
+
+    def _make_cell(self, benchmark: str, arm: str, level: int, noise: float, seed: int) -> "Cell":
         if benchmark not in self.benchmarks:
             raise StudyError(f"unknown benchmark {benchmark!r}; the study has {sorted(self.benchmarks)}")
         if arm not in ARMS:
@@ -200,6 +204,12 @@ class Cell:
                 deps.append(self.sibling("dense", 0))
             return list({d.relpath: d for d in deps}.values())
         return []  # downscaled arms train from scratch at their own width
+
+
+@functools.lru_cache(maxsize=None)
+def _cell(study: Study, benchmark: str, arm: str, level: int, noise: float, seed: int) -> Cell:
+    # A DAG of thousands of jobs asks for the same cell (and its hash) many times.
+    return study._make_cell(benchmark, arm, level, noise, seed)
 
 
 def format_noise(noise: float) -> str:

@@ -1,0 +1,37 @@
+"""prunegen: the study of pruning's effect on generalization as a Snakemake DAG.
+
+    snakemake --cores 2                                              # the demo study, locally
+    snakemake -n --config study=workflow/studies/paper.yaml          # what the paper grid would run
+    snakemake --profile profiles/slurm --config study=workflow/studies/paper.yaml
+    snakemake --report results/demo/report.html                      # figures + captions
+
+Every (benchmark, arm, level, noise, seed) cell is one job; the logic lives in
+prunegen.dag, the science in prunegen.
+"""
+
+import sys
+
+from prunegen import dag
+
+STUDY_FILE = config.get("study", "workflow/studies/demo.yaml")
+STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"))
+ROOT = str(STUDY.root)
+# The engine runs under the interpreter that runs Snakemake, wherever the job lands.
+PRUNEGEN = f"{sys.executable} -m prunegen.cli"
+STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
+    f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))
+
+wildcard_constraints:
+    **dag.WILDCARD_CONSTRAINTS,
+
+report: "workflow/report/workflow.rst"
+
+include: "workflow/rules/cells.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.figures.output,
+        rules.merge.output,

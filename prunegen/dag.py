@@ -1,0 +1,69 @@
+"""What the workflow needs to know of a study: the files of each cell, what a cell
+reads, its hash (Snakemake's params trigger) and its resources.
+
+Pure functions of the study; no Snakemake import, so the rules stay thin and this
+is tested like the rest of the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ARMS, Cell, Study, StudyError, format_noise, load_study
+from .records import COMPLETE_MARKER, RECORD_FILES
+
+CELL_PATTERN = "benchmark={benchmark}/arm={arm}/noise={noise}/seed={seed}/level={level}"
+CELL_FILES = {Path(f).stem.replace(".", "_"): f for f in (*RECORD_FILES, COMPLETE_MARKER)}
+TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal")
+FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity", "completeness")
+
+WILDCARD_CONSTRAINTS = {
+    "benchmark": r"[A-Za-z0-9_.-]+",
+    "arm": "|".join(ARMS),
+    "noise": r"[0-9.e-]+",
+    "seed": r"\d+",
+    "level": r"\d+",
+}
+
+
+def load(path: str | Path, results_root: str | None = None, data_root: str | None = None) -> Study:
+    overrides = {k: v for k, v in {"results_root": results_root, "data_root": data_root}.items() if v}
+    return load_study(path, overrides)
+
+
+def cell_outputs(root: str | Path) -> dict[str, str]:
+    """Output patterns of the cell rule, with the cell's wildcards."""
+    return {name: f"{root}/cells/{CELL_PATTERN}/{f}" for name, f in CELL_FILES.items()}
+
+
+def cell(study: Study, w) -> Cell:
+    """The cell named by a job's wildcards; refuses spellings that would not round-trip."""
+    noise = float(w.noise)
+    if format_noise(noise) != w.noise:
+        raise StudyError(f"noise folder {w.noise!r} is not spelled {format_noise(noise)!r}")
+    c = study.cell(w.benchmark, w.arm, int(w.level), noise, int(w.seed))
+    if c.arm != w.arm:
+        raise StudyError(f"level 0 of arm {w.arm!r} is the dense cell: ask for arm=dense/level=0")
+    return c
+
+
+def cell_files(c: Cell) -> list[str]:
+    return [str(c.dir / f) for f in CELL_FILES.values()]
+
+
+def parent_inputs(study: Study, w) -> list[str]:
+    """The completion markers of the cells this one reads (they are written last)."""
+    return [str(p.dir / COMPLETE_MARKER) for p in cell(study, w).parents()]
+
+
+def grid_markers(study: Study) -> list[str]:
+    return [str(c.dir / COMPLETE_MARKER) for c in study.cells()]
+
+
+def resources(study: Study, w) -> dict:
+    """The study's resources for this cell's job; runtime_min is per cycle, so a
+    downscaled_extended cell at level k asks for k+1 times it."""
+    r = dict(vars(study.benchmarks[w.benchmark].resources))
+    c = cell(study, w)
+    r["runtime_min"] *= c.level + 1 if c.arm == "downscaled_extended" else 1
+    return r

@@ -1,1 +1,0 @@
-"""Snakemake executor: every job goes to SLURM through submitit (see prunegen.slurm)."""

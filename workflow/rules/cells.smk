@@ -1,0 +1,24 @@
+# One job per cell. A chain arm's level k reads level k-1 (and random reads imp at
+# level k); Snakemake orders them through the parents' cell.json markers.
+
+rule cell:
+    input:
+        lambda w: dag.parent_inputs(STUDY, w),
+    output:
+        **dag.cell_outputs(ROOT),
+    params:
+        # a changed hyperparameter changes the hash: Snakemake's params trigger re-runs the cell
+        cell_hash=lambda w: dag.cell(STUDY, w).hash,
+    threads: lambda w: dag.resources(STUDY, w)["cpus"]
+    resources:
+        mem_mb=lambda w: dag.resources(STUDY, w)["mem_mb"],
+        runtime=lambda w: dag.resources(STUDY, w)["runtime_min"],
+        gpus=lambda w: dag.resources(STUDY, w)["gpus"],
+    log:
+        f"{ROOT}/logs/cells/{dag.CELL_PATTERN}.log",
+    benchmark:
+        f"{ROOT}/benchmarks/cells/{dag.CELL_PATTERN}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} {PRUNEGEN} run-cell {STUDY_ARGS} --benchmark {wildcards.benchmark}"
+        " --arm {wildcards.arm} --level {wildcards.level} --noise {wildcards.noise} --seed {wildcards.seed}"
+        " > {log} 2>&1"
