@@ -79,12 +79,17 @@ def random_prune(mask: Mask, keep_per_layer: dict[str, int], generator: torch.Ge
     return out
 
 
-@torch.no_grad()
-def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Zero masked weights, their gradients and their momentum buffers."""
+def bind(model: nn.Module, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, mask) pairs, looked up once so the per-step masking is a plain loop."""
     params = dict(model.named_parameters())
-    for n, m in mask.items():
-        p = params[n]
+    return [(params[n], m) for n, m in mask.items()]
+
+
+@torch.no_grad()
+def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None,
+               bound: list | None = None) -> None:
+    """Zero masked weights, their gradients and their momentum buffers."""
+    for p, m in bound if bound is not None else bind(model, mask):
         p.mul_(m)
         if p.grad is not None:
             p.grad.mul_(m)
@@ -95,11 +100,10 @@ def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | 
 
 
 @torch.no_grad()
-def mask_grads(model: nn.Module, mask: Mask) -> None:
-    params = dict(model.named_parameters())
-    for n, m in mask.items():
-        if params[n].grad is not None:
-            params[n].grad.mul_(m)
+def mask_grads(model: nn.Module, mask: Mask, bound: list | None = None) -> None:
+    for p, m in bound if bound is not None else bind(model, mask):
+        if p.grad is not None:
+            p.grad.mul_(m)
 
 
 def sparsity_report(model: nn.Module, mask: Mask) -> dict:

@@ -137,7 +137,8 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
             optimizer.load_state_dict(state["optimizer"])
         resumed = {"cycle": cycles[start_cycle] if start_cycle < len(cycles) else None, "epoch": start_epoch}
         log.info("%s: resuming from checkpoint at cycle %s epoch %d", label, resumed["cycle"], start_epoch)
-    pruning.apply_mask(model, mask)
+    bound = pruning.bind(model, mask)
+    pruning.apply_mask(model, mask, bound=bound)
     if state is None and on_epoch is not None and cycles:
         on_epoch(cycles[0], 0, model)
     model.train()
@@ -169,9 +170,9 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                     loss = F.cross_entropy(out.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                pruning.mask_grads(model, mask)
+                pruning.mask_grads(model, mask, bound)
                 optimizer.step()
-                pruning.apply_mask(model, mask, optimizer)
+                pruning.apply_mask(model, mask, optimizer, bound)
                 loss_sum += loss.detach() * len(idx)
                 correct += (out.argmax(1) == y).sum()
             val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
