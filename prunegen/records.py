@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 KEYS = pa.schema([("benchmark", pa.string()), ("arm", pa.string()), ("noise", pa.float64()),
@@ -113,6 +112,8 @@ def is_complete(cell_dir: Path, cell_hash: str) -> bool:
 
 def read(cells_root: Path, kind: str, columns: list[str] | None = None) -> pa.Table:
     """Every cell's `<kind>.parquet` under `cells_root`, keys as typed columns."""
+    import pyarrow.dataset as ds  # only the merge needs it, not every cell job
+
     files = sorted(str(p) for p in Path(cells_root).glob(f"**/{kind}.parquet"))
     dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(KEYS, flavor="hive"),
                          partition_base_dir=str(cells_root))
