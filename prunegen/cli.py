@@ -28,6 +28,26 @@ def cmd_run_cell(args) -> None:
     print(path)
 
 
+def cmd_merge(args) -> None:
+    from .analysis import merge
+
+    for name, path in merge(_load(args)).items():
+        print(f"{name}\t{path}")
+
+
+def cmd_figures(args) -> None:
+    from .figures import draw
+
+    for path in draw(_load(args)):
+        print(path)
+
+
+def cmd_status(args) -> None:
+    from .analysis import format_status, status
+
+    print(format_status(status(_load(args))), end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prunegen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--device", help="override the study's device (cpu, cuda, auto)")
     p.set_defaults(func=cmd_run_cell)
+
+    for name, func, text in (
+            ("merge", cmd_merge, "merge every complete cell of the study into results/<study>/tables (Parquet + CSV)"),
+            ("figures", cmd_figures, "draw the study's figures into results/<study>/figures (PNG + PDF)"),
+            ("status", cmd_status, "count complete / stale / missing cells per benchmark and arm (writes nothing)")):
+        p = sub.add_parser(name, help=text)
+        _study_arg(p)
+        p.set_defaults(func=func)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -14,7 +14,7 @@ from .records import COMPLETE_MARKER, RECORD_FILES
 
 CELL_PATTERN = "benchmark={benchmark}/arm={arm}/noise={noise}/seed={seed}/level={level}"
 CELL_FILES = {Path(f).stem.replace(".", "_"): f for f in (*RECORD_FILES, COMPLETE_MARKER)}
-TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal")
+TABLES = ("summary", "history", "subgroups", "subgroup_headline", "headline", "memorization", "optimal")
 FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity", "completeness")
 
 WILDCARD_CONSTRAINTS = {

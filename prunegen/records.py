@@ -58,11 +58,16 @@ RECORD_FILES = ("history.parquet", "examples.parquet", "summary.parquet", "model
 COMPLETE_MARKER = "cell.json"  # written last: a folder without it is not a result
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_path(path: Path):
     """A temporary sibling of `path`; os.replace it onto `path` when complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; results are for the whole group
     return Path(tmp)
 
 

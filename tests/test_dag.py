@@ -41,3 +41,10 @@ def test_outputs_cover_every_record_and_the_marker():
     outs = dag.cell_outputs("results/x")
     assert sorted(p.rsplit("/", 1)[1] for p in outs.values()) == sorted(
         ["cell.json", "examples.parquet", "history.parquet", "mask.pt", "model.pt", "summary.parquet"])
+
+
+def test_the_workflow_expects_exactly_the_tables_and_figures_the_analysis_writes():
+    from prunegen import analysis, figures
+
+    assert set(dag.TABLES) == set(analysis.TABLES)
+    assert set(dag.FIGURES) == set(figures.FIGURES)

@@ -1,0 +1,392 @@
+"""Merge the records of every cell of a study into tables, and report how complete the grid is.
+
+Tables (`results/<study>/tables/<name>.parquet` and `.csv`, written atomically):
+
+- `summary`: one row per complete cell: keys, every summary column, `nominal_sparsity`.
+- `history`: one row per (cell, epoch) that the cell trained itself: a chain cell's file
+  repeats its parent's epochs, the table holds each epoch once (`chain_history` puts a
+  chain cell's whole curve back together).
+- `subgroups`: per cell and subgroup of training examples (all, clean, noisy, and five
+  quantile bins of the dense level-0 model's per-example training loss): mean training
+  loss and error, and their relative change against dense level 0 of the same seed.
+- `headline`: per benchmark, noise, level and arm: mean and 95% t-interval over seeds of
+  test error, training loss (all / clean / noisy) and memorization, and of their relative
+  change against dense level 0 (computed per seed, then averaged).
+- `memorization`: per benchmark, arm, noise > 0 and level: fraction of noisy training
+  examples fitted to their noisy label, mean and 95% t-interval over seeds.
+- `optimal`: per benchmark, arm, noise and seed: the level with the lowest validation
+  error (how the paper chooses the sparsity), its sparsity and test error, and dense's.
+- `subgroup_headline`: `subgroups` averaged over seeds (mean and 95% t-interval).
+
+Level 0 of every arm is the shared dense cell (arm `dense`). "Sparsity" in the tables
+is the nominal sparsity of the level, `1 - (1 - prune_fraction)^level`: downscaled arms
+are dense models of the matching size, so their own measured sparsity is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from . import records
+from .config import ARMS, CHAIN_ARMS, Study
+
+log = logging.getLogger("prunegen")
+
+KEYS = list(records.KEYS.names)  # benchmark, arm, noise, seed, level
+SEED_GROUP = ["benchmark", "noise", "seed"]  # what a relative change is paired on
+METRICS = ["test_error", "train_loss", "train_loss_clean", "train_loss_noisy", "memorization"]
+QUANTILE_BINS = 5
+SUBGROUPS = ("all", "clean", "noisy", *(f"dense_loss_q{i + 1}" for i in range(QUANTILE_BINS)))
+TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal", "subgroup_headline")
+STATES = ("complete", "stale", "missing")
+
+
+# ---------------------------------------------------------------- grid and status
+
+def nominal_sparsity(prune_fraction: float | np.ndarray, level: int | np.ndarray):
+    return 1 - (1 - np.asarray(prune_fraction, dtype=float)) ** np.asarray(level, dtype=float)
+
+
+def _sparsity_of(study: Study, df: pd.DataFrame) -> np.ndarray:
+    fraction = df["benchmark"].map({b: bm.prune.fraction for b, bm in study.benchmarks.items()})
+    return nominal_sparsity(fraction.to_numpy(dtype=float), df["level"].to_numpy())
+
+
+def scan(study: Study) -> pd.DataFrame:
+    """One row per grid cell: keys, `cell_hash` (current), `dir` and `state`
+    (complete / stale / missing), from the cells' `cell.json` alone. Sorted by keys."""
+    rows = []
+    for cell in study.cells():
+        meta = records.read_cell_json(cell.dir)
+        state = "missing" if meta is None else "complete" if meta.get("cell_hash") == cell.hash else "stale"
+        rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(cell.dir), "state": state})
+    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state"])
+    df = df.astype({"noise": float, "seed": "int64", "level": "int64"})
+    return df.sort_values(KEYS, ignore_index=True)
+
+
+def _arm_rank(arms: pd.Series) -> pd.Series:
+    return arms.map({a: i for i, a in enumerate(ARMS)}).fillna(len(ARMS))
+
+
+def status(study: Study, grid: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per benchmark and arm: how many grid cells are complete, stale (cell.json of
+    another hash) and missing. Reads only cell.json files."""
+    grid = scan(study) if grid is None else grid
+    counts = (pd.crosstab([grid["benchmark"], grid["arm"]], grid["state"])
+              .reindex(columns=list(STATES), fill_value=0).reset_index())
+    counts.columns.name = None
+    counts.insert(2, "cells", counts[list(STATES)].sum(axis=1))
+    order = counts.assign(_r=_arm_rank(counts["arm"])).sort_values(["benchmark", "_r"]).index
+    return counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", *STATES)})
+
+
+def format_status(df: pd.DataFrame) -> str:
+    total = {"benchmark": "total", "arm": "", **{c: int(df[c].sum()) for c in ("cells", *STATES)}}
+    table = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+    done = total["complete"] / total["cells"] if total["cells"] else 0.0
+    return (table.to_string(index=False) + f"\n\n{total['complete']} of {total['cells']} cells complete "
+            f"({done:.0%}), {total['stale']} stale, {total['missing']} missing\n")
+
+
+# ---------------------------------------------------------------- writing
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file normal permissions (mkstemp makes it 0600), then
+    rename it onto `path`."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _write(table: pa.Table | pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    pq_path, csv_path = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
+    for path, write in ((pq_path, pq.write_table), (csv_path, pacsv.write_csv)):
+        tmp = records.atomic_path(path)
+        try:
+            write(table, tmp)
+            _publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return [pq_path, csv_path]
+
+
+def _stream(chunks, schema: pa.Schema, out_dir: Path, name: str) -> list[Path]:
+    """Write an iterator of tables to Parquet (one row group per chunk) and CSV, in two
+    threads while the next chunk is read, so only a few chunks are ever in memory."""
+    pq_path, csv_path = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
+    tmp_pq, tmp_csv = records.atomic_path(pq_path), records.atomic_path(csv_path)
+    try:
+        with (pq.ParquetWriter(tmp_pq, schema) as pw, pacsv.CSVWriter(tmp_csv, schema) as cw,
+              ThreadPoolExecutor(2) as pool):
+            pending = []
+            for chunk in chunks:
+                for f in pending:
+                    f.result()
+                pending = [pool.submit(pw.write_table, chunk), pool.submit(cw.write_table, chunk)]
+            for f in pending:
+                f.result()
+        _publish(tmp_pq, pq_path)
+        _publish(tmp_csv, csv_path)
+    finally:
+        tmp_pq.unlink(missing_ok=True)
+        tmp_csv.unlink(missing_ok=True)
+    return [pq_path, csv_path]
+
+
+def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_epochs: bool = False) -> pa.Table:
+    """`<kind>.parquet` of each cell (rows of `cells`: keys + dir), keys prepended as
+    typed columns; a thread per file (opening thousands of small files is the cost).
+    `own_epochs` (history): a chain cell keeps only the cycle it trained itself."""
+    def one(d: str) -> pa.Table | None:
+        try:  # whole small file in one read: cheaper than Arrow's random-access reader
+            with open(f"{d}/{kind}.parquet", "rb") as f:
+                return pq.ParquetFile(pa.BufferReader(f.read())).read(use_threads=False)
+        except FileNotFoundError:
+            log.warning("no %s/%s.parquet: its cell is left out", d, kind)
+            return None
+
+    schema = getattr(records, kind.upper())
+    tables = list(pool.map(one, cells["dir"]))
+    counts = np.array([0 if t is None else t.num_rows for t in tables], dtype=np.int64)
+    body = pa.concat_tables([t if t.schema.equals(schema) else t.select(schema.names).cast(schema)
+                             for t in tables if t is not None] or [schema.empty_table()]).combine_chunks()
+    rows = np.repeat(np.arange(len(cells)), counts)
+    if own_epochs:
+        chain = cells["arm"].isin(CHAIN_ARMS).to_numpy()[rows]
+        keep = ~chain | (body["cycle"].to_numpy() == cells["level"].to_numpy()[rows])
+        body, rows = body.filter(pa.array(keep)), rows[keep]
+    keys = pa.Table.from_pandas(cells[KEYS], schema=records.KEYS, preserve_index=False).take(rows)
+    return pa.Table.from_arrays([*keys.columns, *body.columns], schema=pa.schema([*records.KEYS, *schema]))
+
+
+def _history_chunks(done: pd.DataFrame, pool: ThreadPoolExecutor, cells_per_chunk: int = 500):
+    """The cells' history rows, 500 cells at a time, each epoch once: a chain
+    cell (imp, extended, random) at level k keeps only its own cycle k, since its file
+    repeats its parent's rows (see `chain_history`)."""
+    for i in range(0, len(done), cells_per_chunk):
+        yield _read_cells(done.iloc[i:i + cells_per_chunk], "history", pool, own_epochs=True)
+
+
+def chain_history(history: pd.DataFrame, benchmark: str, arm: str, level: int, noise: float,
+                  seed: int) -> pd.DataFrame:
+    """The whole training curve behind one cell, from the merged `history` table: for a
+    chain arm, dense level 0's cycle and the arm's levels 1..k; otherwise the cell's rows.
+    Equals that cell's own history.parquet (plus keys)."""
+    h = history[(history["benchmark"] == benchmark) & (history["noise"] == noise) & (history["seed"] == seed)]
+    if arm in CHAIN_ARMS:
+        h = h[((h["arm"] == "dense") & (h["level"] == 0)) | ((h["arm"] == arm) & h["level"].between(1, level))]
+    else:
+        h = h[(h["arm"] == arm) & (h["level"] == level)]
+    return h.sort_values(["level", "cycle", "epoch"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- statistics
+
+def mean_ci(df: pd.DataFrame, by: list[str], columns: list[str], n_name: str = "n_seeds") -> pd.DataFrame:
+    """Per group: `<c>_mean`, `<c>_ci_low`, `<c>_ci_high` (95% Student-t interval over
+    the group's rows, NaN with fewer than two) for every column, and the row count."""
+    from scipy import stats
+
+    g = df.groupby(by, sort=True, dropna=False)
+    mean, std, n = g[columns].mean(), g[columns].std(ddof=1), g[columns].count()
+    half = stats.t.ppf(0.975, (n - 1).where(n > 1)) * std / np.sqrt(n)
+    out = pd.DataFrame(index=mean.index)
+    out[n_name] = g.size()
+    for c in columns:
+        out[f"{c}_mean"], out[f"{c}_ci_low"], out[f"{c}_ci_high"] = mean[c], mean[c] - half[c], mean[c] + half[c]
+    return out.reset_index()
+
+
+def _relative_change(df: pd.DataFrame, on: list[str], columns: list[str]) -> pd.DataFrame:
+    """`<c>_change` = (x - x_dense) / x_dense, paired with the dense level-0 row that
+    shares `on` (same benchmark, noise, seed, ...); NaN where dense is missing or 0."""
+    dense = df[df["arm"] == "dense"][on + columns].rename(columns={c: f"_{c}_dense" for c in columns})
+    df = df.merge(dense, on=on, how="left", validate="many_to_one")
+    for c in columns:
+        change = (df[c] - df[f"_{c}_dense"]) / df[f"_{c}_dense"]
+        df[f"{c}_change"] = change.replace([np.inf, -np.inf], np.nan)
+    return df.drop(columns=[f"_{c}_dense" for c in columns])
+
+
+def _order(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort by `by`, with `arm` in the study's vocabulary order (dense first)."""
+    key = [("_arm" if c == "arm" else c) for c in by]
+    return df.assign(_arm=_arm_rank(df["arm"])).sort_values(key).drop(columns="_arm").reset_index(drop=True)
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    df = _relative_change(summary, SEED_GROUP, METRICS)
+    cols = [*METRICS, *(f"{m}_change" for m in METRICS)]
+    out = mean_ci(df, ["benchmark", "noise", "level", "arm", "nominal_sparsity"], cols)
+    return _order(out, ["benchmark", "noise", "level", "arm"])
+
+
+def memorization(summary: pd.DataFrame) -> pd.DataFrame:
+    noisy = summary[summary["noise"] > 0]
+    out = mean_ci(noisy, ["benchmark", "arm", "noise", "level", "nominal_sparsity"],
+                  ["memorization", "noise_effective"])
+    return _order(out, ["benchmark", "arm", "noise", "level"])
+
+
+def optimal(summary: pd.DataFrame, levels: int) -> pd.DataFrame:
+    """Per (benchmark, arm, noise, seed): the level (0 = dense included) with the lowest
+    validation error, ties to the lowest level; `levels_found` says how many of the
+    arm's levels 0..L were complete."""
+    dense = summary[summary["arm"] == "dense"]
+    cols = [*KEYS, "nominal_sparsity", "val_error", "test_error"]
+    parts = []
+    for arm in summary.loc[summary["arm"] != "dense", "arm"].unique():
+        own = summary[summary["arm"] == arm]
+        cand = pd.concat([dense.assign(arm=arm).merge(own[SEED_GROUP].drop_duplicates(), on=SEED_GROUP), own])[cols]
+        found = cand.groupby(SEED_GROUP).size().rename("levels_found")
+        best = cand.sort_values([*SEED_GROUP, "val_error", "level"]).groupby(SEED_GROUP).head(1)
+        parts.append(best.merge(found, on=SEED_GROUP))
+    if not parts:
+        return pd.DataFrame(columns=[*KEYS, "nominal_sparsity", "val_error", "test_error", "levels_found",
+                                     "complete_chain", "dense_val_error", "dense_test_error",
+                                     "test_error_change"])
+    out = pd.concat(parts)
+    out["complete_chain"] = out["levels_found"] == levels + 1
+    ref = dense[[*SEED_GROUP, "val_error", "test_error"]].rename(
+        columns={"val_error": "dense_val_error", "test_error": "dense_test_error"})
+    out = out.merge(ref, on=SEED_GROUP, how="left")
+    out["test_error_change"] = ((out["test_error"] - out["dense_test_error"]) / out["dense_test_error"]
+                                ).replace([np.inf, -np.inf], np.nan)
+    return _order(out, ["benchmark", "arm", "noise", "seed"])
+
+
+# ---------------------------------------------------------------- subgroups
+
+_EXAMPLE_COLUMNS = ["split", "index", "is_noisy", "loss", "correct_observed", "correct_true"]
+
+
+def _train_examples(path: str) -> dict[str, np.ndarray]:
+    t = pq.read_table(path, columns=_EXAMPLE_COLUMNS)
+    t = t.filter(pc.equal(t["split"], "train"))
+    return {c: t[c].to_numpy(zero_copy_only=False) for c in _EXAMPLE_COLUMNS[1:]}
+
+
+def loss_bins(dense_examples: str, bins: int = QUANTILE_BINS) -> np.ndarray | None:
+    """Index -> quantile bin (0 = lowest loss) of the dense model's per-example training
+    loss, as a lookup array (-1 for indices that are not training examples); bins hold
+    equal counts, ties broken by example index. None without training examples."""
+    ex = _train_examples(dense_examples)
+    if len(ex["index"]) == 0:
+        return None
+    order = np.lexsort((ex["index"], ex["loss"]))
+    lookup = np.full(int(ex["index"].max()) + 1, -1, dtype=np.int64)
+    lookup[ex["index"][order]] = np.arange(len(order)) * bins // len(order)
+    return lookup
+
+
+def _cell_subgroups(path: str, lookup: np.ndarray | None) -> list[dict]:
+    try:
+        ex = _train_examples(path)
+    except FileNotFoundError:
+        log.warning("no %s: its cell is left out of the subgroups table", path)
+        return []
+    loss = ex["loss"].astype(np.float64)
+    noisy = ex["is_noisy"].astype(bool)
+    wrong, wrong_true = ~ex["correct_observed"].astype(bool), ~ex["correct_true"].astype(bool)
+    groups = [("all", np.ones_like(noisy)), ("clean", ~noisy), ("noisy", noisy)]
+    if lookup is not None:  # the same training examples as dense (same seed): its loss bins
+        idx = ex["index"]
+        b = np.full(len(idx), -1)
+        b[idx < len(lookup)] = lookup[idx[idx < len(lookup)]]
+        groups += [(f"dense_loss_q{i + 1}", b == i) for i in range(QUANTILE_BINS)]
+    rows = []
+    for name, m in groups:
+        n = int(m.sum())
+        if n:
+            rows.append({"subgroup": name, "examples": n, "noisy_fraction": float(noisy[m].mean()),
+                         "train_loss": float(loss[m].mean()), "train_error": float(wrong[m].mean()),
+                         "train_error_true": float(wrong_true[m].mean())})
+    return rows
+
+
+def subgroups(study: Study, done: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
+    """Stream every complete cell's examples.parquet, one (benchmark, noise, seed) at a
+    time and a few cells at once, into per-subgroup means."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    rows: list[dict] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for _, group in done.groupby(SEED_GROUP, sort=True):
+            dense = group[group["arm"] == "dense"]
+            dense_examples = f"{dense['dir'].iloc[0]}/examples.parquet" if len(dense) else None
+            lookup = loss_bins(dense_examples) if dense_examples and os.path.exists(dense_examples) else None
+            paths = [f"{d}/examples.parquet" for d in group["dir"]]
+            for key, result in zip(group[KEYS].to_dict("records"),
+                                   pool.map(lambda p: _cell_subgroups(p, lookup), paths)):
+                rows += [{**key, **r} for r in result]
+    cols = [*KEYS, "subgroup", "examples", "noisy_fraction", "train_loss", "train_error", "train_error_true"]
+    df = pd.DataFrame(rows, columns=cols).astype({"noise": float, "seed": "int64", "level": "int64"})
+    df.insert(len(KEYS), "nominal_sparsity", _sparsity_of(study, df))
+    df = _relative_change(df, [*SEED_GROUP, "subgroup"], ["train_loss", "train_error"])
+    df["_s"] = df["subgroup"].map({s: i for i, s in enumerate(SUBGROUPS)})
+    return df.sort_values([*KEYS, "_s"]).drop(columns="_s").reset_index(drop=True)
+
+
+def subgroup_headline(sub: pd.DataFrame) -> pd.DataFrame:
+    out = mean_ci(sub, ["benchmark", "noise", "subgroup", "level", "arm", "nominal_sparsity"],
+                  ["train_loss", "train_error", "train_loss_change", "train_error_change", "noisy_fraction"])
+    out["_s"] = out["subgroup"].map({s: i for i, s in enumerate(SUBGROUPS)})
+    return _order(out, ["benchmark", "noise", "_s", "level", "arm"]).drop(columns="_s")
+
+
+# ---------------------------------------------------------------- merge
+
+def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Merge the complete cells of the study's grid into tables; returns name -> Parquet
+    path (the CSV twin sits beside it). Cells of other grids and stale cells are ignored."""
+    t0 = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else study.root / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    grid = scan(study)
+    done = grid[grid["state"] == "complete"].reset_index(drop=True)
+    written: dict[str, Path] = {}
+    clock = {"scan": time.perf_counter() - t0}
+
+    summary_schema = pa.schema([*records.KEYS, *records.SUMMARY, ("nominal_sparsity", pa.float64())])
+    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:  # many small files
+        summary = _read_cells(done, "summary", pool).to_pandas()
+        summary = summary.merge(done[[*KEYS, "cell_hash"]], on=[*KEYS, "cell_hash"])  # this run's records only
+        summary["nominal_sparsity"] = _sparsity_of(study, summary)
+        summary = summary.sort_values(KEYS, ignore_index=True)[summary_schema.names]
+        written["summary"] = _write(pa.Table.from_pandas(summary, summary_schema, preserve_index=False),
+                                    out, "summary")[0]
+        done = done.merge(summary[KEYS], on=KEYS)  # cells whose summary is really there
+        clock["summary"] = time.perf_counter() - t0 - sum(clock.values())
+        history_schema = pa.schema([*records.KEYS, *records.HISTORY])
+        written["history"] = _stream(_history_chunks(done, pool), history_schema, out, "history")[0]
+    clock["history"] = time.perf_counter() - t0 - sum(clock.values())
+
+    sub = subgroups(study, done)
+    clock["subgroups"] = time.perf_counter() - t0 - sum(clock.values())
+    tables = {"subgroups": sub, "headline": headline(summary), "memorization": memorization(summary),
+              "optimal": optimal(summary, study.levels), "subgroup_headline": subgroup_headline(sub)}
+    for name, df in tables.items():
+        written[name] = _write(df, out, name)[0]
+    clock["derived"] = time.perf_counter() - t0 - sum(clock.values())
+    log.info("merged %d of %d cells into %s in %.1fs (%s); %d stale, %d missing", len(done), len(grid), out,
+             sum(clock.values()), ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()),
+             int((grid["state"] == "stale").sum()), int((grid["state"] == "missing").sum()))
+    return written

@@ -1,0 +1,290 @@
+"""Figures of a study, drawn from its merged tables (`prunegen.analysis.merge`).
+
+One figure per question, facets by noise (columns) and benchmark (rows), error bars
+= 95% Student-t interval over seeds. Sparsity is the nominal sparsity of the level
+(x positions are levels, so every pruning round gets the same room; tick labels give
+the sparsity in percent). Each figure is written as PNG and PDF, atomically, into
+`results/<study>/figures/`. Every figure renders on a partial study: missing arms,
+noise levels or seeds leave gaps, never errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import analysis, records
+from .config import ARMS, Study
+
+FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity", "completeness")
+DECOMPOSITION_ARMS = ("imp", "extended", "downscaled", "downscaled_extended")
+CI_NOTE = "mean and 95% CI over seeds"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    return plt, sns
+
+
+def _palette() -> dict[str, tuple]:
+    import seaborn as sns
+
+    return dict(zip(ARMS, ["0.15", *sns.color_palette("colorblind", len(ARMS) - 1)]))
+
+
+def _grid(rows: list, cols: list, title: str, w: float = 3.8, h: float = 3.0, **kw):
+    plt, _ = _plt()
+    nr, nc = max(len(rows), 1), max(len(cols), 1)
+    fig, axes = plt.subplots(nr, nc, figsize=(max(w * nc + 0.6, 9.0), h * nr + 1.4), squeeze=False,
+                             layout="constrained", **kw)
+    fig.suptitle(title, fontweight="bold")
+    return fig, axes
+
+
+def _facets(rows: list, noises: list, title: str, w: float = 3.8, h: float = 3.0, max_width: float = 24.0):
+    """A panel per (row key, noise): noise across, wrapped onto more lines past `max_width`
+    inches, every row key (benchmark, ...) starting a new line. Returns the figure, the
+    axes and [(row key, noise, axis), ...]."""
+    ncols = max(1, min(len(noises), int(max_width // w)))
+    lines = -(-len(noises) // ncols)
+    fig, axes = _grid(range(len(rows) * lines), range(ncols), title, w, h)
+    panels = [(r, f, axes[i * lines + k // ncols, k % ncols]) for i, r in enumerate(rows) for k, f in enumerate(noises)]
+    used = {id(ax) for *_, ax in panels}
+    for ax in axes.flat:
+        ax.set_visible(id(ax) in used)
+    return fig, axes, panels
+
+
+def _empty(title: str, message: str):
+    fig, axes = _grid([0], [0], title)
+    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", transform=axes[0, 0].transAxes)
+    axes[0, 0].set_axis_off()
+    return fig
+
+
+def _legend(fig, axes, title: str = "arm") -> None:
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", title=title, frameon=False,
+                   ncols=max(1, min(len(handles), int(fig.get_figwidth() / 2.2))))
+
+
+def _floor(ax, low: float = 0.0, high: float | None = None) -> None:
+    """Keep the y axis inside the metric's range (error bars of few seeds overshoot it)."""
+    y0, y1 = ax.get_ylim()
+    pad = 0.03 * (y1 - y0)
+    ax.set_ylim(max(y0, low - pad), y1 if high is None else min(y1, high + pad))
+
+
+def _sparsity_ticks(ax, fraction: float, levels: int) -> None:
+    step = max(1, int(np.ceil((levels + 1) / 9)))
+    ticks = list(range(0, levels + 1, step))
+    ax.set_xticks(ticks, [f"{100 * analysis.nominal_sparsity(fraction, k):.1f}".removesuffix(".0") for k in ticks])
+    ax.set_xlim(-0.4, levels + 0.4)
+
+
+def _fraction(study: Study, benchmark: str) -> float:
+    bm = study.benchmarks.get(benchmark)
+    return bm.prune.fraction if bm is not None else 0.2
+
+
+def _errorbar(ax, x, df: pd.DataFrame, metric: str, **kw) -> None:
+    mean = df[f"{metric}_mean"].to_numpy(float)
+    lo = np.nan_to_num(mean - df[f"{metric}_ci_low"].to_numpy(float))
+    hi = np.nan_to_num(df[f"{metric}_ci_high"].to_numpy(float) - mean)
+    ax.errorbar(x, mean, yerr=[lo, hi], marker="o", ms=4, lw=1.4, capsize=2.5, **kw)
+
+
+def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...]) -> None:
+    """`metric` vs level for each arm, every curve starting at the shared dense level 0
+    (drawn once; dashed line: dense), arms dodged sideways so their error bars stay apart."""
+    palette, dense = _palette(), df[df["arm"] == "dense"]
+    if len(dense) and not dense[f"{metric}_mean"].isna().all():
+        ax.axhline(dense[f"{metric}_mean"].iloc[0], color=palette["dense"], ls="--", lw=0.9)
+        _errorbar(ax, dense["level"], dense, metric, color=palette["dense"], label="dense", zorder=3)
+    present = [a for a in arms if a != "dense" and (df["arm"] == a).any()]
+    for i, arm in enumerate(present):
+        d = df[df["arm"] == arm].sort_values("level")
+        x = d["level"] + 0.1 * (i - (len(present) - 1) / 2)
+        if len(dense):  # the line starts at dense, without repeating its error bar
+            ax.plot([0, x.iloc[0]], [dense[f"{metric}_mean"].iloc[0], d[f"{metric}_mean"].iloc[0]],
+                    color=palette[arm], lw=1.4)
+        _errorbar(ax, x, d, metric, color=palette[arm], label=arm)
+    _floor(ax)
+
+
+def _faceted(study: Study, table: pd.DataFrame, metric: str, ylabel: str, title: str,
+             empty: str = "no complete cells yet"):
+    """One panel per (benchmark, noise), `metric` vs sparsity per arm."""
+    if table.empty or table[f"{metric}_mean"].isna().all():
+        return _empty(title, empty)
+    benchmarks, noises = sorted(table["benchmark"].unique()), sorted(table["noise"].unique())
+    fig, axes, panels = _facets(benchmarks, noises, f"{title}\n({CI_NOTE})")
+    for b, f, ax in panels:
+        _curves(ax, table[(table["benchmark"] == b) & (table["noise"] == f)], metric, ARMS)
+        _sparsity_ticks(ax, _fraction(study, b), study.levels)
+        ax.set(title=f"{b}, noise {f:g}", xlabel="sparsity (%)", ylabel=ylabel)
+    _legend(fig, axes)
+    return fig
+
+
+def plot_test_error(study: Study, t: dict[str, pd.DataFrame]):
+    return _faceted(study, t["headline"], "test_error", "test error", "Test error vs sparsity")
+
+
+def plot_train_loss(study: Study, t: dict[str, pd.DataFrame]):
+    return _faceted(study, t["headline"], "train_loss", "training loss", "Training loss vs sparsity")
+
+
+def plot_memorization(study: Study, t: dict[str, pd.DataFrame]):
+    return _faceted(study, t["memorization"].query("noise > 0"), "memorization", "memorization",
+                    "Memorization of noisy labels vs sparsity", "no complete cell with noisy labels (noise > 0) yet")
+
+
+def _scatter(ax, summary: pd.DataFrame, metric: str, label: str, norm):
+    """downscaled_extended vs imp, one point per (level, seed), with the diagonal."""
+    keys = ["noise", "seed", "level"]
+    pair = summary[summary["arm"] == "imp"][[*keys, metric]].merge(
+        summary[summary["arm"] == "downscaled_extended"][[*keys, metric]], on=keys, suffixes=("_imp", "_dse"))
+    ax.set_xlabel(f"{label}, imp")
+    ax.set_ylabel(f"{label}, downscaled_extended")
+    if pair.empty:
+        ax.text(0.5, 0.5, "no imp / downscaled_extended pair", ha="center", va="center", transform=ax.transAxes)
+        return None
+    x, y = pair[f"{metric}_imp"], pair[f"{metric}_dse"]
+    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+    lo, hi = lo - 0.08 * (hi - lo or 1), hi + 0.08 * (hi - lo or 1)
+    ax.plot([lo, hi], [lo, hi], color="0.5", ls="--", lw=0.9)
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal")
+    return ax.scatter(x, y, c=pair["level"], cmap="viridis", norm=norm, s=24, edgecolor="k", lw=0.3)
+
+
+def plot_decomposition(study: Study, t: dict[str, pd.DataFrame]):
+    """Does downscaled_extended (longer training + smaller model) track imp? Curves of test
+    error and training loss, then downscaled_extended against imp per (level, seed)."""
+    from matplotlib.colors import BoundaryNorm
+
+    title = "Decomposition: does downscaled_extended track imp?"
+    head, summary = t["headline"], t["summary"]
+    if head.empty:
+        return _empty(title, "no complete cells yet")
+    benchmarks, noises = sorted(head["benchmark"].unique()), sorted(head["noise"].unique())
+    what = {"test_error": "test error", "train_loss": "training loss"}
+    rows = [(b, kind, m) for b in benchmarks for kind in ("curve", "scatter") for m in what]
+    fig, axes, panels = _facets(rows, noises, f"{title}\n({CI_NOTE})")
+    norm = BoundaryNorm(np.arange(0.5, study.levels + 1), 256)
+    points, scatter_axes = None, []
+    for (b, kind, m), f, ax in panels:
+        ax.set_title(f"{b}, noise {f:g}")
+        if kind == "scatter":
+            scatter_axes.append(ax)
+            points = _scatter(ax, summary[(summary["benchmark"] == b) & (summary["noise"] == f)], m, what[m],
+                              norm) or points
+            continue
+        _curves(ax, head[(head["benchmark"] == b) & (head["noise"] == f)], m, ("dense", *DECOMPOSITION_ARMS))
+        _sparsity_ticks(ax, _fraction(study, b), study.levels)
+        ax.set(xlabel="sparsity (%)", ylabel=what[m])
+    if points is not None:
+        fig.colorbar(points, ax=scatter_axes, label="level (scatter)", ticks=range(1, study.levels + 1), shrink=0.6)
+    _legend(fig, axes)
+    return fig
+
+
+def plot_optimal_sparsity(study: Study, t: dict[str, pd.DataFrame]):
+    """Per benchmark: sparsity of the best-validation level vs noise, and its test error."""
+    title = "Sparsity chosen on validation error vs noise"
+    opt = t["optimal"]
+    if opt.empty:
+        return _empty(title, "no arm with pruned levels has complete cells yet")
+    stats = analysis.mean_ci(opt.assign(nominal_sparsity=100 * opt["nominal_sparsity"]),
+                             ["benchmark", "arm", "noise"], ["nominal_sparsity", "test_error", "dense_test_error"])
+    benchmarks, noises = sorted(stats["benchmark"].unique()), sorted(stats["noise"].unique())
+    fig, axes = _grid(benchmarks, ["sparsity", "test error"], f"{title}\n({CI_NOTE})")
+    palette, pos = _palette(), {f: k for k, f in enumerate(noises)}
+    arms = [a for a in ARMS if (stats["arm"] == a).any()]
+    for i, b in enumerate(benchmarks):
+        sb = stats[stats["benchmark"] == b]
+        for k, arm in enumerate(arms):
+            d = sb[sb["arm"] == arm]
+            x = d["noise"].map(pos) + 0.08 * (k - (len(arms) - 1) / 2)
+            _errorbar(axes[i, 0], x, d, "nominal_sparsity", color=palette[arm], label=arm)
+            _errorbar(axes[i, 1], x, d, "test_error", color=palette[arm], label=arm)
+        dense = sb.drop_duplicates("noise")
+        _errorbar(axes[i, 1], dense["noise"].map(pos), dense, "dense_test_error", color=palette["dense"],
+                  ls="--", label="dense")
+        _floor(axes[i, 0], 0, 100)
+        _floor(axes[i, 1])
+        for ax, ylabel in zip(axes[i], ("sparsity of best-validation level (%)", "test error at that level")):
+            ax.set_xticks(range(len(noises)), [f"{f:g}" for f in noises])
+            ax.set_xlabel("noise")
+            ax.set_ylabel(ylabel)
+            ax.set_title(b)
+    _legend(fig, axes)
+    return fig
+
+
+def plot_completeness(study: Study, t: dict[str, pd.DataFrame] | None = None):
+    """Fraction of seeds complete per (arm, level), per benchmark and noise; from the cells'
+    cell.json files, so it works on a partial study and needs no tables."""
+    _, sns = _plt()
+    grid = analysis.scan(study)
+    frac = (grid.assign(done=grid["state"] == "complete")
+            .groupby(["benchmark", "noise", "arm", "level"])["done"].mean().reset_index())
+    benchmarks, noises = list(study.benchmarks), list(study.noise)
+    n_done, n_stale = int((grid["state"] == "complete").sum()), int((grid["state"] == "stale").sum())
+    fig, axes, panels = _facets(benchmarks, noises, f"Completeness of the grid: {n_done} of {len(grid)} cells "
+                                f"complete, {n_stale} stale\n(fraction of the {len(study.seeds)} seeds complete)",
+                                w=0.32 * study.levels + 3.2, h=0.3 * len(study.arms) + 1.4)
+    arms = [a for a in ARMS if a in study.arms or a == "dense"]
+    for b, f, ax in panels:
+        d = frac[(frac["benchmark"] == b) & (frac["noise"] == f)]
+        m = d.pivot(index="arm", columns="level", values="done").reindex(index=arms, columns=range(study.levels + 1))
+        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, linewidths=0.5,
+                    annot=study.levels <= 12, fmt=".0%", annot_kws={"size": 7})
+        ax.grid(False)
+        ax.set(title=f"{b}, noise {f:g}", xlabel="level", ylabel="arm")
+    fig.colorbar(panels[0][2].collections[0], ax=axes, label="fraction of seeds complete", shrink=0.8)
+    return fig
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+        path = out_dir / f"{name}.{ext}"
+        tmp = records.atomic_path(path)
+        try:
+            fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
+            analysis._publish(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def draw(study: Study, tables_dir: str | Path | None = None, out_dir: str | Path | None = None) -> list[Path]:
+    """Draw every figure from the study's tables (merging first if there are none)."""
+    tables_dir = Path(tables_dir) if tables_dir is not None else study.root / "tables"
+    out = Path(out_dir) if out_dir is not None else study.root / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    names = ("summary", "headline", "memorization", "optimal")
+    if not all((tables_dir / f"{n}.parquet").exists() for n in names):
+        analysis.merge(study, tables_dir)
+    tables = {n: pd.read_parquet(tables_dir / f"{n}.parquet") for n in names}
+    paths = []
+    for name in FIGURES:
+        paths += _save(globals()[f"plot_{name}"](study, tables), out, name)
+    return paths

@@ -1,0 +1,221 @@
+"""Analysis on a real (tiny) study: every cell of the smoke grid with two seeds, merged
+into tables, checked against values recomputed by hand from the cells' own records,
+then drawn; status on a damaged copy."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from scipy import stats
+
+from prunegen import analysis, cli, figures
+from prunegen.config import CHAIN_ARMS, load_study
+
+from conftest import SMOKE
+
+EPOCHS = 2
+TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The smoke grid (every arm, levels 0..2, noise 0 and 0.2) with seeds 0 and 1, all run."""
+    import torch
+
+    from prunegen.cell import run
+
+    root = tmp_path_factory.mktemp("analysis")
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["seeds"] = [0, 1]
+    raw["benchmarks"]["digits-mlp"]["train"]["epochs"] = EPOCHS
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    study = load_study(path, {"results_root": str(root / "results")})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only contend
+    try:
+        for cell in sorted(study.cells(), key=lambda c: (c.level, c.arm == "random")):  # parents first
+            run(cell)
+    finally:
+        torch.set_num_threads(threads)
+    return study
+
+
+@pytest.fixture(scope="module")
+def tables(study):
+    paths = analysis.merge(study)
+    return {name: pd.read_parquet(p) for name, p in paths.items()}
+
+
+def row(df, **key):
+    mask = np.logical_and.reduce([df[k] == v for k, v in key.items()])
+    assert mask.sum() == 1, key
+    return df[mask].iloc[0]
+
+
+def test_summary_has_one_row_per_grid_cell_that_agrees_with_the_study(study, tables):
+    s = tables["summary"]
+    cells = study.cells()
+    assert len(s) == len(cells) == 44
+    assert set(map(tuple, s[analysis.KEYS].itertuples(index=False))) == {
+        (c.benchmark.name, c.arm, c.noise, c.seed, c.level) for c in cells}
+    assert list(s.columns[:5]) == analysis.KEYS and "nominal_sparsity" in s
+    assert s[analysis.KEYS].equals(s.sort_values(analysis.KEYS)[analysis.KEYS].reset_index(drop=True))
+    for c in cells:
+        r = row(s, benchmark=c.benchmark.name, arm=c.arm, noise=c.noise, seed=c.seed, level=c.level)
+        assert r.cell_hash == c.hash
+        assert r.nominal_sparsity == pytest.approx(1 - 0.8 ** c.level)
+        trained = c.level + 1 if c.arm in (*CHAIN_ARMS, "downscaled_extended") else 1
+        assert r.total_epochs == trained * EPOCHS
+        if c.arm in ("imp", "random"):  # measured sparsity of pruned arms follows the nominal one
+            assert r.sparsity == pytest.approx(r.nominal_sparsity, abs=0.01)
+
+
+def test_history_holds_each_trained_epoch_once_and_rebuilds_every_chain(study, tables):
+    h = tables["history"]
+    per_cell = h.groupby(analysis.KEYS).size()
+    for c in study.cells():
+        own = (c.level + 1 if c.arm == "downscaled_extended" else 1) * EPOCHS
+        assert per_cell[(c.benchmark.name, c.arm, c.noise, c.seed, c.level)] == own
+    for arm in ("imp", "extended", "random", "downscaled_extended"):
+        cell = study.cell("digits-mlp", arm, 2, 0.2, 1)
+        curve = analysis.chain_history(h, "digits-mlp", arm, 2, 0.2, 1)
+        own = pq.read_table(cell.dir / "history.parquet").to_pandas()
+        pd.testing.assert_frame_equal(curve[own.columns], own)
+
+
+def test_headline_relative_change_is_the_mean_of_per_seed_changes(tables):
+    s, head = tables["summary"], tables["headline"]
+    change = []
+    for seed in (0, 1):
+        imp = row(s, arm="imp", level=2, noise=0.2, seed=seed)
+        dense = row(s, arm="dense", level=0, noise=0.2, seed=seed)
+        change.append((imp.train_loss - dense.train_loss) / dense.train_loss)
+    h = row(head, arm="imp", level=2, noise=0.2)
+    assert h.n_seeds == 2
+    assert h.train_loss_change_mean == pytest.approx(np.mean(change), rel=1e-12)
+    half = stats.t.ppf(0.975, 1) * np.std(change, ddof=1) / np.sqrt(2)
+    assert h.train_loss_change_ci_high - h.train_loss_change_mean == pytest.approx(half, rel=1e-9)
+    assert h.train_loss_change_mean != 0  # pruning changed something
+    d = row(head, arm="dense", level=0, noise=0.2)
+    assert d.test_error_change_mean == 0 and d.nominal_sparsity == 0
+    assert np.isnan(row(head, arm="imp", level=1, noise=0.0).memorization_mean)  # no noisy labels
+
+
+def test_subgroups_match_means_recomputed_from_examples(study, tables):
+    sub = tables["subgroups"]
+    cell = study.cell("digits-mlp", "imp", 1, 0.2, 1)
+    ex = pq.read_table(cell.dir / "examples.parquet").to_pandas()
+    train = ex[ex.split == "train"]
+    key = dict(arm="imp", level=1, noise=0.2, seed=1)
+    for name, part in (("all", train), ("clean", train[~train.is_noisy]), ("noisy", train[train.is_noisy])):
+        r = row(sub, subgroup=name, **key)
+        assert r.examples == len(part) > 0
+        assert r.train_loss == pytest.approx(part.loss.astype(float).mean(), rel=1e-9)
+        assert r.train_error == pytest.approx(1 - part.correct_observed.mean(), rel=1e-12)
+    s = row(tables["summary"], **key)
+    assert row(sub, subgroup="noisy", **key).train_loss == pytest.approx(s.train_loss_noisy, rel=1e-9)
+
+    quantiles = sub.subgroup.str.startswith("dense_loss_q")
+    bins = sub[quantiles & (sub.arm == "dense") & (sub.noise == 0.2) & (sub.seed == 1)]
+    assert list(bins.subgroup) == [f"dense_loss_q{i}" for i in range(1, 6)]
+    assert bins.examples.sum() == len(train) and bins.examples.max() - bins.examples.min() <= 1
+    assert bins.train_loss.is_monotonic_increasing  # the dense model's own loss orders its bins
+    assert bins.noisy_fraction.iloc[-1] > bins.noisy_fraction.iloc[0]  # noisy labels are the hard ones
+    q = sub[quantiles & (sub.arm == "imp") & (sub.level == 1) & (sub.noise == 0.2) & (sub.seed == 1)]
+    assert (q.examples * q.train_loss).sum() / q.examples.sum() == pytest.approx(s.train_loss, rel=1e-9)
+    assert "noisy" not in set(sub[sub.noise == 0].subgroup)
+
+
+def test_memorization_table_averages_the_summary_over_seeds(tables):
+    s, mem = tables["summary"], tables["memorization"]
+    assert set(mem.noise) == {0.2} and len(mem) == 11  # dense + 5 arms x 2 levels
+    r = row(mem, arm="random", level=2, noise=0.2)
+    values = s[(s.arm == "random") & (s.level == 2) & (s.noise == 0.2)].memorization
+    assert r.memorization_mean == pytest.approx(values.mean()) and r.n_seeds == 2
+
+
+def test_optimal_picks_the_level_with_the_lowest_validation_error(tables):
+    s, opt = tables["summary"], tables["optimal"]
+    assert len(opt) == 5 * 2 * 2  # arms x noise x seeds
+    for r in opt.itertuples():
+        cand = s[((s.arm == r.arm) | (s.arm == "dense")) & (s.noise == r.noise) & (s.seed == r.seed)]
+        best = cand[cand.val_error == cand.val_error.min()].level.min()  # ties: fewest pruning rounds
+        assert r.level == best and r.levels_found == 3 and r.complete_chain
+        assert r.test_error == row(cand, level=best).test_error
+        assert r.nominal_sparsity == pytest.approx(1 - 0.8 ** best)
+        assert r.dense_test_error == row(cand, level=0).test_error
+
+
+def test_merge_rewrites_identically_and_csv_equals_parquet(study, tables):
+    out = study.root / "tables"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {f"{t}.{e}" for t in TABLES for e in ("parquet", "csv")} <= set(before)
+    assert not [n for n in before if n.startswith(".")]  # no temporary files left behind
+    analysis.merge(study)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for name in TABLES:
+        parquet = pd.read_parquet(out / f"{name}.parquet")
+        csv = pd.read_csv(out / f"{name}.csv", dtype={"cell_hash": str})  # hex that may look numeric
+        assert len(parquet) > 0 and list(csv.columns) == list(parquet.columns)
+        pd.testing.assert_frame_equal(csv, parquet, check_dtype=False, rtol=1e-15, atol=0)
+
+
+def test_status_counts_complete_missing_and_stale_cells(study, tmp_path, capsys):
+    shutil.copytree(study.root / "cells", tmp_path / study.name / "cells")
+    copy = load_study(study.path, {"results_root": str(tmp_path)})
+    status = analysis.status(copy)
+    assert (status.complete == status.cells).all() and status.cells.sum() == 44
+
+    shutil.rmtree(copy.cell("digits-mlp", "random", 2, 0.0, 1).dir)
+    meta_path = copy.cell("digits-mlp", "extended", 1, 0.2, 0).dir / "cell.json"
+    meta = json.loads(meta_path.read_text())
+    meta["cell_hash"] = "0" * 16
+    meta_path.write_text(json.dumps(meta))
+    stray = copy.root / "cells" / "benchmark=other-grid" / "arm=imp" / "noise=0.5" / "seed=0" / "level=1"
+    shutil.copytree(copy.cell("digits-mlp", "imp", 1, 0.2, 0).dir, stray)  # not in this grid
+
+    status = analysis.status(copy).set_index("arm")
+    assert status.loc["random", ["cells", "complete", "stale", "missing"]].tolist() == [8, 7, 0, 1]
+    assert status.loc["extended", ["cells", "complete", "stale", "missing"]].tolist() == [8, 7, 1, 0]
+    assert status.loc["imp", "complete"] == 8 and status.cells.sum() == 44
+    text = analysis.format_status(status.reset_index())
+    assert "42 of 44 cells complete" in text and "1 stale, 1 missing" in text
+
+    tree = lambda: {(p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")}  # noqa: E731
+    before = tree()
+    assert cli.main(["status", "--study", str(copy.path), "--results-root", str(tmp_path)]) == 0
+    assert "42 of 44 cells complete" in capsys.readouterr().out
+    assert tree() == before  # status writes nothing
+
+    merged = pd.read_parquet(analysis.merge(copy)["summary"])  # neither stale nor stray cells
+    assert len(merged) == 42 and set(merged.benchmark) == {"digits-mlp"}
+    assert figures._save(figures.plot_completeness(copy), tmp_path, "completeness")[0].stat().st_size > 0
+
+
+def test_figures_are_written_as_png_and_pdf(study, tables):
+    paths = figures.draw(study)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in figures.FIGURES for e in ("png", "pdf"))
+    for p in paths:
+        head = p.read_bytes()[:8]
+        assert p.parent == study.root / "figures"
+        assert head.startswith(b"\x89PNG" if p.suffix == ".png" else b"%PDF")
+        assert p.stat().st_size > 10_000
+
+
+def test_figures_render_without_some_arms_and_noise_levels(study, tables):
+    import matplotlib.pyplot as plt
+
+    keep = lambda df: df[df.arm.isin(["dense", "imp"]) & (df.noise == 0.0)]  # noqa: E731
+    t = {n: keep(tables[n]) for n in ("summary", "headline", "memorization", "optimal")}
+    for name in figures.FIGURES:
+        fig = getattr(figures, f"plot_{name}")(study, t)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=40)
+        plt.close(fig)
+        assert buf.getvalue().startswith(b"\x89PNG")
