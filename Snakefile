@@ -35,3 +35,6 @@ rule all:
     input:
         rules.figures.output,
         rules.merge.output,
+        # Every cell is a target: Snakemake does not rebuild a missing intermediate file
+        # whose consumers look up to date, so a deleted cell would otherwise stay missing.
+        dag.grid_markers(STUDY),
