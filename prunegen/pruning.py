@@ -79,17 +79,19 @@ def random_prune(mask: Mask, keep_per_layer: dict[str, int], generator: torch.Ge
     return out
 
 
-def bind(model: nn.Module, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+Bound = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def bind(model: nn.Module, mask: Mask) -> Bound:
     """(parameter, mask) pairs, looked up once so the per-step masking is a plain loop."""
     params = dict(model.named_parameters())
     return [(params[n], m) for n, m in mask.items()]
 
 
 @torch.no_grad()
-def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None,
-               bound: list | None = None) -> None:
+def apply_mask(bound: Bound, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Zero masked weights, their gradients and their momentum buffers."""
-    for p, m in bound if bound is not None else bind(model, mask):
+    for p, m in bound:
         p.mul_(m)
         if p.grad is not None:
             p.grad.mul_(m)
@@ -100,8 +102,8 @@ def apply_mask(model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | 
 
 
 @torch.no_grad()
-def mask_grads(model: nn.Module, mask: Mask, bound: list | None = None) -> None:
-    for p, m in bound if bound is not None else bind(model, mask):
+def mask_grads(bound: Bound) -> None:
+    for p, m in bound:
         if p.grad is not None:
             p.grad.mul_(m)
 

@@ -112,6 +112,38 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, bound: pruning.Bound, splits: Splits, hp: Train,
+                g: torch.Generator, epoch: int, lr_constant: float | None = None,
+                channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training split in the order drawn from `g`; returns the summed
+    loss and the number of correct predictions (on the labels trained on), on the device."""
+    device = splits.train.x.device
+    n, bs = len(splits.train), hp.batch_size
+    steps = math.ceil(n / bs)
+    perm = torch.randperm(n, generator=g, device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for i in range(steps):
+        idx = perm[i * bs:(i + 1) * bs]
+        x = splits.train.x[idx]
+        if splits.augment:
+            x = augment_batch(x, g, flip=splits.flip)
+        x, y = _inputs(x, splits, channels_last), splits.train.y[idx]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        pruning.mask_grads(bound)
+        optimizer.step()
+        pruning.apply_mask(bound, optimizer)
+        loss_sum += loss.detach() * len(idx)
+        correct += (out.argmax(1) == y).sum()
+    return loss_sum, correct
+
+
 def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cycles: list[int],
           seed: int, checkpoint: Checkpoint, label: str = "", lr_constant: float | None = None,
           on_epoch: Callable[[int, int, nn.Module], None] | None = None) -> tuple[list[dict], dict]:
@@ -122,7 +154,6 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
     """
     device = splits.train.x.device
     channels_last = device.type == "cuda" and splits.train.x.shape[-1] > 1
-    cuda = device.type == "cuda"
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
     history: list[dict] = []
@@ -138,7 +169,7 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
         resumed = {"cycle": cycles[start_cycle] if start_cycle < len(cycles) else None, "epoch": start_epoch}
         log.info("%s: resuming from checkpoint at cycle %s epoch %d", label, resumed["cycle"], start_epoch)
     bound = pruning.bind(model, mask)
-    pruning.apply_mask(model, mask, bound=bound)
+    pruning.apply_mask(bound)
     if state is None and on_epoch is not None and cycles:
         on_epoch(cycles[0], 0, model)
     model.train()
@@ -152,29 +183,10 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
             optimizer = make_optimizer(model, hp)  # LR rewinding: a fresh schedule and momentum
         for epoch in range(first_epoch, hp.epochs):
             t0 = time.perf_counter()
-            g = generator(seed, "batches", cycle, epoch, device=device)
-            perm = torch.randperm(n, generator=g, device=device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
             lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
-            for i in range(steps):
-                idx = perm[i * bs:(i + 1) * bs]
-                x = splits.train.x[idx]
-                if splits.augment:
-                    x = augment_batch(x, g, flip=splits.flip)
-                x, y = _inputs(x, splits, channels_last), splits.train.y[idx]
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                    out = model(x)
-                    loss = F.cross_entropy(out.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                pruning.mask_grads(model, mask, bound)
-                optimizer.step()
-                pruning.apply_mask(model, mask, optimizer, bound)
-                loss_sum += loss.detach() * len(idx)
-                correct += (out.argmax(1) == y).sum()
+            loss_sum, correct = train_epoch(model, optimizer, bound, splits, hp,
+                                            generator(seed, "batches", cycle, epoch, device=device),
+                                            epoch, lr_constant, channels_last)
             val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
             test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last)
             row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -129,8 +130,8 @@ def _parquet(d):
 
 def _same(a, b):
     pa_, pb = _parquet(a), _parquet(b)
-    for kind in pa_:
-        assert pa_[kind].equals(pb[kind]), kind
+    for kind in pa_:  # NaN-aware and exact (check_exact): the same bits, not close values
+        pd.testing.assert_frame_equal(pa_[kind].to_pandas(), pb[kind].to_pandas(), check_exact=True, obj=kind)
     sa = torch.load(a / "model.pt", weights_only=True)
     sb = torch.load(b / "model.pt", weights_only=True)
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

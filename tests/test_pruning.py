@@ -40,7 +40,7 @@ def test_pruning_never_revives_a_removed_weight():
         new = pruning.magnitude_prune(m, mask, keep_count(n, 0.2, level))
         assert all(not (new[k] & ~mask[k]).any() for k in mask)
         assert abs(pruning.kept(new) - n * 0.8 ** level) <= 1
-        pruning.apply_mask(m, new)
+        pruning.apply_mask(pruning.bind(m, new))
         mask = new
 
 
@@ -57,14 +57,14 @@ def test_masked_weights_stay_exactly_zero_through_sgd_with_momentum_and_decay():
     m = mlp()
     mask = pruning.magnitude_prune(m, pruning.full_mask(m, ("output",)), 1000)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    pruning.apply_mask(m, mask)
+    pruning.apply_mask(pruning.bind(m, mask))
     for step in range(5):
         loss = nn.functional.cross_entropy(m(torch.randn(32, 1, 8, 8)), torch.randint(0, 10, (32,)))
         opt.zero_grad()
         loss.backward()
-        pruning.mask_grads(m, mask)
+        pruning.mask_grads(pruning.bind(m, mask))
         opt.step()
-        pruning.apply_mask(m, mask, opt)
+        pruning.apply_mask(pruning.bind(m, mask), opt)
     params = dict(m.named_parameters())
     for n, keep in mask.items():
         assert torch.all(params[n][~keep] == 0)
