@@ -1,0 +1,530 @@
+"""SLURM through submitit: what a job asks for, a requeueable shell job, and one
+shared status watcher.
+
+No Snakemake import: the executor plugin (``snakemake_executor_plugin_prunegen``)
+turns Snakemake jobs into shell commands and resource requests, and this module
+turns those into SLURM jobs and reads their state back.
+
+- :class:`Request` maps resources (GPUs, CPUs, memory in MB, minutes, partition,
+  account, constraint, QOS, extra sbatch flags) to ``submitit.SlurmExecutor``
+  parameters; :func:`make_executor` builds the executor for a folder.
+- :class:`ShellJob` runs one shell command (a Snakemake job command) in a
+  subprocess. It is ``Checkpointable``: on time-out or preemption submitit calls
+  its ``checkpoint`` hook, which stops the command and requeues the same command.
+  The training engine resumes from its per-epoch ``checkpoint.pt`` by itself, so a
+  requeue only has to run the command again.
+- :func:`submit` sends several commands with one request as ONE submitit batch,
+  i.e. one ``sbatch --array``.
+- :class:`StatusWatcher` reads the state of all active jobs with ONE ``sacct``
+  call per poll; where ``sacct`` fails (accounting disabled), ONE ``squeue`` call,
+  plus ``scontrol show job`` only for jobs squeue no longer lists and, when SLURM
+  forgot them too, submitit's result pickles. It never waits on a job's result.
+- :func:`cancel` cancels all given jobs with one ``scancel``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import submitit
+import submitit.helpers
+
+log = logging.getLogger(__name__)
+
+# SLURM job states (squeue/scontrol/sacct spelling), by what they mean for us.
+ACTIVE_STATES = frozenset({
+    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
+    "CONFIGURING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "POWER_UP_NODE",
+    "STOPPED", "SPECIAL_EXIT",
+})
+SUCCESS_STATES = frozenset({"COMPLETED"})
+# everything else (FAILED, CANCELLED, TIMEOUT, NODE_FAIL, PREEMPTED, OUT_OF_MEMORY,
+# BOOT_FAIL, DEADLINE, REVOKED) is a failure
+
+ACCOUNTING_DISABLED = "accounting storage is disabled"
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- requests
+
+def parse_sbatch_flags(flags: str | None) -> dict[str, object]:
+    """``"--qos=high --exclusive -C a100"`` -> ``{"qos": "high", "exclusive": True,
+    "constraint": "a100"}`` (submitit's ``additional_parameters``: one ``#SBATCH`` line each)."""
+    short = {"-p": "partition", "-A": "account", "-C": "constraint", "-q": "qos", "-t": "time",
+             "-c": "cpus-per-task", "-G": "gpus", "-w": "nodelist", "-x": "exclude",
+             "-J": "job-name", "-N": "nodes", "-n": "ntasks", "-L": "licenses", "-d": "dependency"}
+    out: dict[str, object] = {}
+    words = shlex.split(flags or "")
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w.startswith("--"):
+            key, eq, value = w[2:].partition("=")
+            if eq:
+                out[key] = value
+            elif i + 1 < len(words) and not words[i + 1].startswith("-"):
+                out[key] = words[i + 1]
+                i += 1
+            else:
+                out[key] = True
+        elif w.startswith("-") and len(w) >= 2:
+            key = short.get(w[:2])
+            if key is None:
+                raise SlurmError(f"unknown short sbatch flag {w!r} in {flags!r}: use the --long form")
+            if len(w) > 2:
+                out[key] = w[2:].lstrip("=")
+            elif i + 1 < len(words):
+                out[key] = words[i + 1]
+                i += 1
+            else:
+                raise SlurmError(f"sbatch flag {w!r} needs a value in {flags!r}")
+        else:
+            raise SlurmError(f"cannot parse {w!r} in sbatch flags {flags!r}")
+        i += 1
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What one SLURM job asks for. Hashable: jobs with equal requests share one array."""
+
+    cpus: int = 1
+    mem_mb: int | None = None
+    runtime_min: int | None = None
+    gpus: int = 0
+    gpu_model: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    constraint: str | None = None
+    qos: str | None = None
+    extra: str | None = None  # further sbatch flags, e.g. "--exclusive --mail-type=END"
+    job_name: str = "prunegen"
+
+    def submitit_parameters(self) -> dict:
+        """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
+        p: dict = {"job_name": self.job_name, "nodes": 1, "ntasks_per_node": 1,
+                   "cpus_per_task": max(1, int(self.cpus)), "wckey": None}
+        if self.mem_mb is not None:
+            p["mem"] = f"{int(self.mem_mb)}M"
+        if self.runtime_min is not None:
+            p["time"] = max(1, int(self.runtime_min))
+        if self.gpus:
+            p["gpus_per_node"] = f"{self.gpu_model}:{int(self.gpus)}" if self.gpu_model else int(self.gpus)
+        for key in ("partition", "account", "constraint", "qos"):
+            if getattr(self, key):
+                p[key] = getattr(self, key)
+        extra = parse_sbatch_flags(self.extra)
+        if extra:
+            p["additional_parameters"] = extra
+        return p
+
+
+def make_executor(folder: str | os.PathLike, request: Request, *, python: str | None = None,
+                  max_num_timeout: int = 3, signal_delay_s: int = 90,
+                  array_parallelism: int | None = None):
+    """A ``submitit.SlurmExecutor`` writing to ``folder`` with ``request``'s parameters.
+
+    ``signal_delay_s``: SLURM sends USR2 that long before the time limit; submitit
+    then calls :meth:`ShellJob.checkpoint` and requeues (at most ``max_num_timeout``
+    times for time-outs; preemptions are always requeued).
+    """
+    ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=max_num_timeout, python=python)
+    params = request.submitit_parameters()
+    params["signal_delay_s"] = int(signal_delay_s)
+    if array_parallelism:
+        params["array_parallelism"] = int(array_parallelism)
+    ex.update_parameters(**params)
+    return ex
+
+
+# --------------------------------------------------------------------------- the job
+
+class ShellJob(submitit.helpers.Checkpointable):
+    """Runs ``command`` with ``bash -c`` in ``cwd``; fails if the command fails.
+
+    Checkpointable: on
+    time-out/preemption submitit calls :meth:`checkpoint`, which stops the command
+    and returns the same job, which submitit requeues. Nothing of the run is kept:
+    what makes the rerun resume is the engine's own per-epoch checkpoint.
+    """
+
+    def __init__(self, command: str, cwd: str | os.PathLike, label: str = "",
+                 stop_grace_s: float = 20.0) -> None:
+        self.command = command
+        self.cwd = str(cwd)
+        self.label = label
+        self.stop_grace_s = stop_grace_s
+        self.attempts = 0  # runs of the command in this SLURM job, requeues included
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_proc"] = None  # a running process does not travel with the requeue
+        return state
+
+    def __call__(self) -> int:
+        self.attempts += 1
+        job_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job_id = f"{job_id}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job_id else os.environ.get("SLURM_JOB_ID")
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        print(f"[prunegen.slurm] {self.label or 'job'}: SLURM job {job_id} (restart {restarts}) "
+              f"on {os.uname().nodename}, cwd {self.cwd}\n[prunegen.slurm] command: {self.command}", flush=True)
+        self._proc = subprocess.Popen(["/bin/bash", "-c", self.command], cwd=self.cwd, start_new_session=True)
+        rc = self._proc.wait()
+        self._proc = None
+        if rc != 0:
+            how = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit {rc}"
+            raise SlurmError(f"{self.label or 'command'} failed ({how}): {self.command}")
+        print(f"[prunegen.slurm] {self.label or 'job'}: done", flush=True)
+        return rc
+
+    def stop(self) -> None:
+        """Stop the running command (its whole process group): TERM, then KILL."""
+        # Called from submitit's signal handler, i.e. while __call__ sits in proc.wait()
+        # holding Popen's wait lock: so look at the child without reaping it.
+        proc = self._proc
+        if proc is None or _exited(proc.pid):
+            return
+        for sig, wait_s in ((signal.SIGTERM, self.stop_grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if _exited(proc.pid):
+                    return
+                time.sleep(0.05)
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's hook on time-out/preemption: stop the command, requeue the same job."""
+        print(f"[prunegen.slurm] {self.label or 'job'}: time-out or preemption: stopping the command "
+              "and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
+        self.stop()
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child ``pid`` has ended (without reaping it)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    job_id: str         # "123" or, in an array, "123_4"
+    stdout: Path
+    stderr: Path
+    result: Path        # submitit's result pickle (written when the job function returns or raises)
+
+
+def job_files(folder: str | os.PathLike, job_id: str) -> Submitted:
+    """submitit's file names for ``job_id`` in a flat ``folder``."""
+    folder = Path(folder)
+    return Submitted(job_id, folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err",
+                     folder / f"{job_id}_0_result.pkl")
+
+
+def submit(executor, jobs: Sequence[ShellJob]) -> list[Submitted]:
+    """Submit ``jobs`` with one ``executor.batch()``: a single sbatch (an array when
+    there are several). Returns one :class:`Submitted` per job, in order."""
+    if not jobs:
+        return []
+    if len(jobs) == 1:
+        sjobs = [executor.submit(jobs[0])]
+    else:
+        with executor.batch():
+            sjobs = [executor.submit(j) for j in jobs]
+    return [Submitted(str(sj.job_id), Path(sj.paths.stdout), Path(sj.paths.stderr), Path(sj.paths.result_pickle))
+            for sj in sjobs]
+
+
+# --------------------------------------------------------------------------- status
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    state: str      # SLURM's state (or RESULT_OK / RESULT_ERROR / UNKNOWN when SLURM forgot the job)
+    outcome: str    # "active", "success" or "failed"
+    source: str     # "sacct", "squeue", "scontrol", "result-pickle", "none"
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.outcome != "active"
+
+
+def _outcome(state: str) -> str:
+    if state in SUCCESS_STATES:
+        return "success"
+    if state in ACTIVE_STATES:
+        return "active"
+    return "failed"
+
+
+def _base_state(state: str) -> str:
+    # sacct: "CANCELLED by 0"; scontrol: "CANCELLED"; squeue may print "PENDING"
+    return state.split()[0].rstrip("+").upper() if state.strip() else "UNKNOWN"
+
+
+def _bases(ids: Iterable[str]) -> str:
+    """"12_0,12_1,15" -> "12,15": the ids to ask SLURM about (one per array)."""
+    return ",".join(dict.fromkeys(j.split("_")[0] for j in ids))
+
+
+def _expand_array(job_id: str) -> list[str]:
+    """``123_[5-7,9%4]`` -> ["123_5", "123_6", "123_7", "123_9"]; other ids unchanged."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        ids.extend(f"{base}_{i}" for i in range(int(a), int(b or a) + 1))
+    return ids
+
+
+def read_result_pickle(path: Path) -> tuple[str, str] | None:
+    """submitit's ("success", value) / ("error", traceback) from a result pickle, or None."""
+    if not path.exists():
+        return None
+    try:
+        import pickle
+
+        with open(path, "rb") as f:
+            tag, value = pickle.load(f)
+        return str(tag), str(value)
+    except Exception as e:  # half-written or unreadable: not a result yet
+        log.debug("cannot read %s: %s", path, e)
+        return None
+
+
+class StatusWatcher:
+    """The state of many SLURM jobs, with one query per poll.
+
+    ``mode``: "auto" (sacct, falling back to squeue for good when sacct fails, as it
+    does without accounting), "sacct" or "squeue". ``queries`` counts the SLURM
+    commands run, by name (tests and the plugin's debug log read it).
+    """
+
+    def __init__(self, mode: str = "auto", timeout_s: float = 60.0,
+                 runner: Callable[..., subprocess.CompletedProcess] | None = None,
+                 missing_grace_s: float = 120.0) -> None:
+        if mode not in ("auto", "sacct", "squeue"):
+            raise ValueError(f"status mode must be auto, sacct or squeue, not {mode!r}")
+        self.mode = mode
+        self.use_sacct = mode in ("auto", "sacct")
+        self.timeout_s = timeout_s
+        self.missing_grace_s = missing_grace_s
+        self._run = runner or self._default_run
+        self.queries: dict[str, int] = {}
+        self.polls = 0
+        self._results: dict[str, Path] = {}      # job id -> submitit result pickle
+        self._first_missing: dict[str, float] = {}
+        self.warnings: list[str] = []
+
+    # -- bookkeeping
+    def register(self, job_id: str, result_pickle: str | os.PathLike | None = None) -> None:
+        if result_pickle is not None:
+            self._results[str(job_id)] = Path(result_pickle)
+
+    def forget(self, job_id: str) -> None:
+        self._results.pop(job_id, None)
+        self._first_missing.pop(job_id, None)
+        self._first_missing.pop("result:" + job_id, None)
+
+    def _default_run(self, args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=self.timeout_s)
+
+    def _query(self, args: list[str]) -> subprocess.CompletedProcess | None:
+        self.queries[args[0]] = self.queries.get(args[0], 0) + 1
+        try:
+            return self._run(args)
+        except FileNotFoundError:
+            return subprocess.CompletedProcess(args, 127, "", f"{args[0]}: command not found")
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(args, 124, "", f"{args[0]} timed out after {self.timeout_s}s")
+
+    def _warn(self, msg: str) -> None:
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            log.warning(msg)
+
+    # -- the poll
+    def poll(self, job_ids: Iterable[str]) -> dict[str, Status]:
+        """The status of each of ``job_ids`` (``123`` or ``123_4``) from one query."""
+        ids = list(dict.fromkeys(str(j) for j in job_ids))
+        if not ids:
+            return {}
+        self.polls += 1
+        if self.use_sacct:
+            got = self._poll_sacct(ids)
+            if got is not None:
+                return got
+            if self.mode == "sacct":
+                return {j: Status("UNKNOWN", "active", "none", "sacct failed") for j in ids}
+            self.use_sacct = False  # accounting is off here: do not try again
+        return self._poll_squeue(ids)
+
+    def _poll_sacct(self, ids: list[str]) -> dict[str, Status] | None:
+        # by array id: sacct (like squeue) lists a still-pending array task only under its array
+        p = self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", _bases(ids)])
+        if p.returncode != 0:
+            err = (p.stderr or p.stdout).strip()
+            self._warn(f"sacct failed ({err or f'exit {p.returncode}'}); reading job states from "
+                       "squeue/scontrol instead" + (" (SLURM accounting is disabled)"
+                                                     if ACCOUNTING_DISABLED in err.lower() else ""))
+            return None
+        rows: dict[str, tuple[str, str]] = {}
+        for line in p.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) < 2 or not parts[0]:
+                continue
+            state = _base_state(parts[1])
+            detail = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] not in ("", "0:0") else ""
+            for jid in _expand_array(parts[0]):
+                rows[jid] = (state, detail)
+        out: dict[str, Status] = {}
+        now = time.monotonic()
+        overdue = []
+        for j in ids:
+            if j in rows:
+                self._first_missing.pop(j, None)
+                state, detail = rows[j]
+                out[j] = Status(state, _outcome(state), "sacct", detail)
+            else:
+                # accounting lags the controller a little: a new job has no row for a while
+                first = self._first_missing.setdefault(j, now)
+                if now - first < self.missing_grace_s:
+                    out[j] = Status("UNKNOWN", "active", "sacct", "no sacct row yet")
+                else:
+                    overdue.append(j)
+        if overdue:  # rare: ask the controller about these
+            out.update(self._poll_squeue(overdue))
+        return out
+
+    def _poll_squeue(self, ids: list[str]) -> dict[str, Status]:
+        p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", _bases(ids)])
+        listed: dict[str, tuple[str, str]] = {}
+        if p.returncode != 0 and "invalid job id" not in (p.stderr or "").lower():
+            self._warn(f"squeue failed: {(p.stderr or p.stdout).strip()}")
+            return {j: Status("UNKNOWN", "active", "none", "squeue failed") for j in ids}
+        for line in (p.stdout if p.returncode == 0 else "").splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 2 and parts[0]:
+                for jid in _expand_array(parts[0]):
+                    listed[jid] = (_base_state(parts[1]), parts[2] if len(parts) > 2 else "")
+        out: dict[str, Status] = {}
+        gone = []
+        for j in ids:
+            if j in listed:
+                state, reason = listed[j]
+                out[j] = Status(state, _outcome(state), "squeue", "" if reason in ("None", "") else reason)
+            else:
+                gone.append(j)
+        if gone:
+            out.update(self._poll_scontrol(gone))
+        return out
+
+    def _poll_scontrol(self, ids: list[str]) -> dict[str, Status]:
+        """Jobs squeue no longer lists: one ``scontrol show job`` per array (or job)."""
+        by_base: dict[str, list[str]] = {}
+        for j in ids:
+            by_base.setdefault(j.split("_")[0], []).append(j)
+        out: dict[str, Status] = {}
+        for base, members in by_base.items():
+            p = self._query(["scontrol", "show", "job", "-o", base])
+            records: dict[str, tuple[str, str]] = {}
+            if p.returncode == 0:
+                for line in p.stdout.splitlines():
+                    f = _parse_scontrol_line(line)
+                    if not f:
+                        continue
+                    if f.get("ArrayJobId") and f.get("ArrayTaskId"):
+                        for jid in _expand_array(f"{f['ArrayJobId']}_[{f['ArrayTaskId']}]"):
+                            records[jid] = (_base_state(f.get("JobState", "")), f.get("Reason", ""))
+                    elif f.get("JobId"):
+                        records[f["JobId"]] = (_base_state(f.get("JobState", "")), f.get("Reason", ""))
+            for j in members:
+                if j in records:
+                    state, reason = records[j]
+                    out[j] = Status(state, _outcome(state), "scontrol", "" if reason == "None" else reason)
+                else:
+                    out[j] = self._from_result(j, "SLURM no longer knows the job")
+        return out
+
+    def _from_result(self, job_id: str, why: str) -> Status:
+        path = self._results.get(job_id)
+        res = read_result_pickle(path) if path else None
+        if res is None:
+            # squeue does not list it, scontrol/sacct do not know it, no result yet: give a
+            # just-finished job's result pickle a moment to appear on a shared file system
+            key = "result:" + job_id
+            first = self._first_missing.setdefault(key, time.monotonic())
+            if time.monotonic() - first < min(self.missing_grace_s, 30.0):
+                return Status("UNKNOWN", "active", "none", why)
+            return Status("UNKNOWN", "failed", "none", f"{why} and it left no submitit result")
+        tag, value = res
+        if tag == "success":
+            return Status("RESULT_OK", "success", "result-pickle", why)
+        return Status("RESULT_ERROR", "failed", "result-pickle", value.strip().splitlines()[-1] if value.strip() else why)
+
+
+_FIELD = re.compile(r"(?:^|\s)([A-Za-z][\w:/.]*)=")
+
+
+def _parse_scontrol_line(line: str) -> dict[str, str]:
+    line = line.strip()
+    matches = list(_FIELD.finditer(line))
+    fields: dict[str, str] = {}
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        fields[m.group(1)] = line[m.end():end].strip()
+    return fields
+
+
+def cancel(job_ids: Iterable[str], runner: Callable[..., subprocess.CompletedProcess] | None = None) -> bool:
+    """Cancel all ``job_ids`` with one ``scancel``; False (and a log line) if it failed."""
+    ids = list(dict.fromkeys(str(j) for j in job_ids))
+    if not ids:
+        return True
+    run = runner or (lambda a: subprocess.run(a, stdin=subprocess.DEVNULL, capture_output=True,
+                                              text=True, timeout=60))
+    try:
+        p = run(["scancel", *ids])
+    except (OSError, subprocess.SubprocessError) as e:
+        log.error("scancel %s failed: %s", " ".join(ids), e)
+        return False
+    if p.returncode != 0:
+        log.error("scancel %s failed: %s", " ".join(ids), (p.stderr or p.stdout).strip())
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - a debugging aid
+    """``python -m prunegen.slurm ID...``: the watcher's view of some jobs."""
+    logging.basicConfig(level=logging.INFO)
+    w = StatusWatcher()
+    for j, s in w.poll(argv if argv is not None else sys.argv[1:]).items():
+        print(j, s.state, s.outcome, s.source, s.reason, sep="\t")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
