@@ -89,8 +89,8 @@ def bind(model: nn.Module, mask: Mask) -> Bound:
 
 
 @torch.no_grad()
-def apply_mask(bound: Bound, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Zero masked weights, their gradients and their momentum buffers."""
+def apply_mask(bound: Bound, optimizer=None) -> None:
+    """Zero masked weights, their gradients and their momentum buffers (`optimizer.state`)."""
     for p, m in bound:
         p.mul_(m)
         if p.grad is not None:

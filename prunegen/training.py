@@ -23,6 +23,7 @@ from . import pruning
 from .config import Train
 from .data import augment_batch, to_float
 from .seeds import generator
+from .sgd import SGD
 from .splits import Split, Splits
 
 log = logging.getLogger("prunegen")
@@ -48,9 +49,9 @@ def lr_at(hp: Train, step: int, steps_per_epoch: int, constant: float | None = N
     return hp.lr
 
 
-def make_optimizer(model: nn.Module, hp: Train) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum,
-                           nesterov=hp.nesterov, weight_decay=hp.weight_decay)
+def make_optimizer(model: nn.Module, hp: Train) -> SGD:
+    return SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+               weight_decay=hp.weight_decay)
 
 
 def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, bound: pruning.Bound, splits: Splits, hp: Train,
+def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: Splits, hp: Train,
                 g: torch.Generator, epoch: int, lr_constant: float | None = None,
                 channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass over the training split in the order drawn from `g`; returns the summed
