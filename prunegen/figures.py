@@ -183,7 +183,7 @@ def plot_decomposition(study: Study, t: dict[str, pd.DataFrame]):
     what = {"test_error": "test error", "train_loss": "training loss"}
     rows = [(b, kind, m) for b in benchmarks for kind in ("curve", "scatter") for m in what]
     fig, axes, panels = _facets(rows, noises, f"{title}\n({CI_NOTE})")
-    norm = BoundaryNorm(np.arange(0.5, study.levels + 1), 256)
+    norm = BoundaryNorm(np.arange(0.5, max(study.levels, 1) + 1.5), 256)  # >= 2 boundaries, even at levels: 0
     points, scatter_axes = None, []
     for (b, kind, m), f, ax in panels:
         ax.set_title(f"{b}, noise {f:g}")

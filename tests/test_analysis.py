@@ -219,3 +219,19 @@ def test_figures_render_without_some_arms_and_noise_levels(study, tables):
         fig.savefig(buf, format="png", dpi=40)
         plt.close(fig)
         assert buf.getvalue().startswith(b"\x89PNG")
+
+
+def test_a_dense_only_study_with_no_levels_merges_and_draws(tmp_path):
+    from prunegen.cell import run
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update({"levels": 0, "arms": ["dense"], "noise": [0.2], "results_root": str(tmp_path)})
+    path = tmp_path / "dense.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    study = load_study(path)
+    for cell in study.cells():
+        run(cell)
+    analysis.merge(study)
+    written = figures.draw(study)
+    assert {p.name for p in written} >= {f"{name}.png" for name in figures.FIGURES}
+    assert all(p.stat().st_size > 0 for p in written)
