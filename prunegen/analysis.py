@@ -102,30 +102,13 @@ def format_status(df: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------- writing
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished temporary file normal permissions (mkstemp makes it 0600), then
-    rename it onto `path`."""
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
 def _write(table: pa.Table | pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     pq_path, csv_path = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
     for path, write in ((pq_path, pq.write_table), (csv_path, pacsv.write_csv)):
-        tmp = records.atomic_path(path)
-        try:
+        with records.atomic_write(path) as tmp:
             write(table, tmp)
-            _publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return [pq_path, csv_path]
 
 
@@ -133,22 +116,16 @@ def _stream(chunks, schema: pa.Schema, out_dir: Path, name: str) -> list[Path]:
     """Write an iterator of tables to Parquet (one row group per chunk) and CSV, in two
     threads while the next chunk is read, so only a few chunks are ever in memory."""
     pq_path, csv_path = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
-    tmp_pq, tmp_csv = records.atomic_path(pq_path), records.atomic_path(csv_path)
-    try:
-        with (pq.ParquetWriter(tmp_pq, schema) as pw, pacsv.CSVWriter(tmp_csv, schema) as cw,
-              ThreadPoolExecutor(2) as pool):
-            pending = []
-            for chunk in chunks:
-                for f in pending:
-                    f.result()
-                pending = [pool.submit(pw.write_table, chunk), pool.submit(cw.write_table, chunk)]
+    with (records.atomic_write(pq_path) as tmp_pq, records.atomic_write(csv_path) as tmp_csv,
+          pq.ParquetWriter(tmp_pq, schema) as pw, pacsv.CSVWriter(tmp_csv, schema) as cw,
+          ThreadPoolExecutor(2) as pool):
+        pending = []
+        for chunk in chunks:
             for f in pending:
                 f.result()
-        _publish(tmp_pq, pq_path)
-        _publish(tmp_csv, csv_path)
-    finally:
-        tmp_pq.unlink(missing_ok=True)
-        tmp_csv.unlink(missing_ok=True)
+            pending = [pool.submit(pw.write_table, chunk), pool.submit(cw.write_table, chunk)]
+        for f in pending:
+            f.result()
     return [pq_path, csv_path]
 
 

@@ -264,12 +264,8 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
         path = out_dir / f"{name}.{ext}"
-        tmp = records.atomic_path(path)
-        try:
+        with records.atomic_write(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
-            analysis._publish(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -7,6 +7,7 @@ with the keys as typed columns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -71,35 +72,35 @@ def atomic_path(path: Path):
     return Path(tmp)
 
 
+@contextlib.contextmanager
+def atomic_write(path: Path):
+    """Yield a temporary sibling of `path` to write; on success it replaces `path` in one
+    rename, on failure it is removed: readers see the old file or the whole new one."""
+    tmp = atomic_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet(rows: list[dict] | dict[str, Any], schema: pa.Schema, path: Path) -> None:
     table = (pa.Table.from_pylist(rows, schema=schema) if isinstance(rows, list)
              else pa.Table.from_pydict(rows, schema=schema))
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(obj: Any, path: Path) -> None:
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_torch(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_cell_json(cell_dir: Path) -> dict | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import pruning
+from . import pruning, records
 from .config import Train
 from .data import augment_batch, to_float
 from .seeds import generator
@@ -93,9 +92,7 @@ class Checkpoint:
     fingerprint: str  # the cell hash: a checkpoint of another configuration is never resumed
 
     def save(self, **state) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"fingerprint": self.fingerprint, **state}, tmp)
-        os.replace(tmp, self.path)
+        records.save_torch({"fingerprint": self.fingerprint, **state}, self.path)
 
     def load(self) -> dict | None:
         if not self.path.exists():
