@@ -36,6 +36,7 @@ class Start:
     cycles: list[int]          # chain cycle indices this cell trains
     total_cycles: int          # cycles behind the final model, this cell's and its ancestors'
     lr_constant: float | None  # finetune variant: constant small LR
+    width_ratio: float = 1.0   # downscaled arms: prunable weights achieved / full model's
 
 
 def init_model(cell: Cell, input_shape, num_classes: int, width: int | None = None) -> nn.Module:
@@ -82,10 +83,10 @@ def start(cell: Cell, input_shape, num_classes: int) -> Start:
     variant = bm.prune.variant
 
     if cell.arm in ("downscaled", "downscaled_extended"):
-        width, _ = downscaled_width(cell, input_shape, num_classes)
+        width, ratio = downscaled_width(cell, input_shape, num_classes)
         model = init_model(cell, input_shape, num_classes, width)
         cycles = [0] if cell.arm == "downscaled" else list(range(k + 1))
-        return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, len(cycles), None)
+        return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, len(cycles), None, ratio)
 
     model = init_model(cell, input_shape, num_classes)
     if cell.arm == "dense":

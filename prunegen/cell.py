@@ -54,7 +54,7 @@ def examples_table(model, splits: Splits, batch_size: int, channels_last: bool) 
     return cols
 
 
-def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start, width_ratio: float) -> dict:
+def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start) -> dict:
     import numpy as np
 
     split = np.array(ex["split"])
@@ -80,7 +80,7 @@ def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start, 
         "noisy_examples": int((train & noisy).sum()), "train_examples": int(train.sum()),
         **{k: report[k] for k in ("density", "sparsity", "sparsity_all", "prunable_weights",
                                   "prunable_nonzero", "parameters", "parameters_kept")},
-        "width": start.width, "width_ratio": width_ratio,
+        "width": start.width, "width_ratio": start.width_ratio,
         "cycles": start.total_cycles, "total_epochs": start.total_cycles * bm.train.epochs,
     }
 
@@ -102,8 +102,6 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
                          seed=cell.seed, augment=bm.data.augment, device=dev)
     start = arms.start(cell, dataset.input_shape, dataset.num_classes)
-    width_ratio = (arms.downscaled_width(cell, dataset.input_shape, dataset.num_classes)[1]
-                   if cell.arm.startswith("downscaled") else 1.0)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / records.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
@@ -126,7 +124,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     channels_last = dev.type == "cuda"
     ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)
-    summary = summarize(cell, ex, report, start, width_ratio)
+    summary = summarize(cell, ex, report, start)
     summary["wall_seconds"] = time.perf_counter() - t0
 
     cpu_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -137,7 +135,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
     records.write_json({
         "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
-        "width": start.width, "width_ratio": width_ratio, "cycles_trained": start.cycles,
+        "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
