@@ -708,7 +708,10 @@ def test_no_accounting_smoke_completes_packed(no_acct, tmp_path, smoke_reference
     profile = tmp_path / "profile-packed"
     profile.mkdir()
     (profile / "config.yaml").write_text((PROFILE / "config.yaml").read_text()
-                                         + "\ngroups:\n  cell: chain\ngroup-components:\n  chain: 100\n")
+                                         + "\ngroups:\n  cell: chain\ngroup-components:\n  chain: 100\n"
+                                         # a packed job asks for its cells' CPUs up to `cores`:
+                                         # no more than this 2-CPU node has, or it never starts
+                                         + "cores: 2\n")
     bindir, calls_log = make_shim(tmp_path)
     rec = SqueueRecorder(tmp_path)
     rec.start()
