@@ -144,3 +144,13 @@ def test_missing_and_malformed_study_files(tmp_path):
     bad.write_text("study: [unclosed")
     with pytest.raises(StudyError, match="bad.yaml"):
         load_study(bad)
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16"])
+def test_config_mirrors_the_models_ignored_layers(name):
+    # config keeps its own copy so loading a study never imports torch; they must agree
+    from prunegen import models
+    from prunegen.config import default_ignore, resolve_model
+
+    spec = resolve_model({"name": name})
+    assert list(default_ignore(spec)) == models.default_ignore(spec)
