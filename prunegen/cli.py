@@ -42,6 +42,13 @@ def cmd_figures(args) -> None:
         print(path)
 
 
+def cmd_results(args) -> None:
+    from .claims import build
+
+    for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables):
+        print(path)
+
+
 def cmd_status(args) -> None:
     from .analysis import format_status, status
 
@@ -70,17 +77,27 @@ def main(argv: list[str] | None = None) -> int:
         _study_arg(p)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("results", help="write the results page (claim by claim) and its figures from the "
+                                       "study's merged tables")
+    _study_arg(p)
+    p.add_argument("--out", default="docs/results.md", help="the page; its tables and figures go beside it, "
+                   "under results/<study>/ (default: %(default)s)")
+    p.add_argument("--from-page-tables", action="store_true",
+                   help="render from the table copies already beside the page (no results/ needed)")
+    p.set_defaults(func=cmd_results)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from .arms import MissingParentError
+    from .claims import TablesError
     from .config import StudyError
     from .data import DatasetError
     from .training import CheckpointError
 
     try:
         args.func(args)
-    except (StudyError, DatasetError, MissingParentError, CheckpointError) as e:
+    except (StudyError, DatasetError, MissingParentError, CheckpointError, TablesError) as e:
         print(f"prunegen: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -258,14 +258,17 @@ def plot_completeness(study: Study, t: dict[str, pd.DataFrame] | None = None):
     return fig
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}  # byte-stable files
+
+
+def _save(fig, out_dir: Path, name: str, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+    for ext in formats:
         path = out_dir / f"{name}.{ext}"
         with records.atomic_write(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
+            fig.savefig(tmp, format=ext, dpi=dpi, metadata=_METADATA[ext])
         paths.append(path)
     plt.close(fig)
     return paths
@@ -280,7 +283,14 @@ def draw(study: Study, tables_dir: str | Path | None = None, out_dir: str | Path
     if not all((tables_dir / f"{n}.parquet").exists() for n in names):
         analysis.merge(study, tables_dir)
     tables = {n: pd.read_parquet(tables_dir / f"{n}.parquet") for n in names}
+    return draw_from(study, tables, out, FIGURES)
+
+
+def draw_from(study: Study, tables: dict[str, pd.DataFrame], out_dir: Path, names=FIGURES,
+              formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Draw the figures `names` from tables already read (summary, headline, memorization, optimal)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in FIGURES:
-        paths += _save(globals()[f"plot_{name}"](study, tables), out, name)
+    for name in names:
+        paths += _save(globals()[f"plot_{name}"](study, tables), out_dir, name, formats, dpi)
     return paths

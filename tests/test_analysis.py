@@ -235,3 +235,66 @@ def test_a_dense_only_study_with_no_levels_merges_and_draws(tmp_path):
     written = figures.draw(study)
     assert {p.name for p in written} >= {f"{name}.png" for name in figures.FIGURES}
     assert all(p.stat().st_size > 0 for p in written)
+
+
+# ---------------------------------------------------------------- the results page
+
+def _page(study, tables, out):
+    from prunegen import claims
+
+    paths = claims.build(study, out / "results.md", "study.yaml", tables_from=study.root / "tables")
+    return paths, out / "results.md"
+
+
+def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp_path):
+    from prunegen import claims
+
+    _, page = _page(study, tables, tmp_path)
+    text = page.read_text()
+    in_tables = {claims.pct(v) for name in ("headline", "memorization")
+                 for v in tables[name].select_dtypes("number").to_numpy().ravel()}
+    printed = claims.numbers(text)
+    assert len(printed) > 40
+    assert set(printed) <= in_tables, sorted(set(printed) - in_tables)[:5]
+    head = tables["headline"]
+    for noise in (0.0, 0.2):  # the dense reference of claim 1, mean and interval, as the tables have it
+        dense = row(head, noise=noise, arm="dense", level=0)
+        assert f"| {noise:g} | {claims.with_ci(dense, 'test_error')} |" in text
+    assert f"{len(tables['summary'])} cells" in text
+    for s in claims.sections(study, {n: tables[n] for n in ("headline", "memorization", "optimal")}):
+        assert f"## {s.title}" in text and f"**Verdict: {s.verdict}.**" in text
+
+
+def test_results_page_regenerates_byte_for_byte_from_its_own_tables(study, tables, tmp_path):
+    from prunegen import claims
+
+    paths, page = _page(study, tables, tmp_path)
+    assert [p.name for p in paths[1:]] == [f"{n}.png" for n in claims.PAGE_FIGURES]
+    before = {p: p.read_bytes() for p in paths}
+    shutil.rmtree(study.root / "tables")  # the page's own copies are enough
+    try:
+        again = claims.build(study, page, "study.yaml", refresh=False)
+    finally:
+        analysis.merge(study)
+    assert again == paths
+    assert {p: p.read_bytes() for p in again} == before
+
+
+def test_results_without_tables_is_one_error_naming_the_file(study, tmp_path, capsys):
+    code = cli.main(["results", "--study", str(SMOKE), "--results-root", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "page.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    assert str(tmp_path / "none" / "smoke" / "tables" / "summary.parquet") in err
+    assert not (tmp_path / "page.md").exists()
+
+
+def test_verdicts_follow_the_interval():
+    from prunegen import claims
+
+    assert claims.below(-0.1, -0.01) == claims.HELD
+    assert claims.below(-0.1, 0.05) == claims.INCONCLUSIVE
+    assert claims.below(-0.1, float("nan")) == claims.INCONCLUSIVE
+    assert claims.below(0.0, -1.0) == claims.NOT_HELD
+    assert claims.overall([claims.HELD, claims.HELD]) == claims.HELD
+    assert claims.overall([claims.HELD, claims.NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
