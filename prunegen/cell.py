@@ -15,7 +15,7 @@ from . import __version__, arms, pruning, records
 from .config import CHAIN_ARMS, Cell, Study
 from .data import load_dataset
 from .splits import Splits, make_splits
-from .training import Checkpoint, evaluate, train
+from .training import Checkpoint, evaluate, train, use_channels_last
 
 log = logging.getLogger("prunegen")
 
@@ -107,7 +107,8 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     (out / records.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
     model = start.model.to(dev)
     mask = {n: m.to(dev) for n, m in start.mask.items()}
-    if dev.type == "cuda":
+    channels_last = use_channels_last(model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     def save_rewind(cycle: int, epoch: int, m) -> None:
@@ -121,7 +122,6 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
 
     if cell.arm in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
         history = pq.read_table(cell.parents()[0].dir / "history.parquet").to_pylist() + history
-    channels_last = dev.type == "cuda"
     ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)
     summary = summarize(cell, ex, report, start)

@@ -89,15 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from .arms import MissingParentError
-    from .claims import TablesError
+    # The errors a command reports in one line; imported per command, since the engine's
+    # modules import torch (seconds) and merge, figures and results need none of it.
     from .config import StudyError
-    from .data import DatasetError
-    from .training import CheckpointError
 
+    expected: tuple[type[Exception], ...] = (StudyError,)
+    if args.command == "run-cell":
+        from .arms import MissingParentError
+        from .data import DatasetError
+        from .training import CheckpointError
+
+        expected += (DatasetError, MissingParentError, CheckpointError)
+    elif args.command == "results":
+        from .claims import TablesError
+
+        expected += (TablesError,)
     try:
         args.func(args)
-    except (StudyError, DatasetError, MissingParentError, CheckpointError, TablesError) as e:
+    except expected as e:
         print(f"prunegen: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -53,6 +53,13 @@ def make_optimizer(model: nn.Module, hp: Train) -> SGD:
                weight_decay=hp.weight_decay)
 
 
+def use_channels_last(model: nn.Module) -> bool:
+    """Convolutional models run channels_last (NHWC) on every device: oneDNN's CPU and
+    cuDNN's GPU convolutions are faster in it. An MLP flattens its input, so its layout
+    is irrelevant."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tensor:
     x = to_float(x, splits.mean, splits.std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -151,7 +158,7 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
     is called after each completed epoch (epoch 0 = before training).
     """
     device = splits.train.x.device
-    channels_last = device.type == "cuda" and splits.train.x.shape[-1] > 1
+    channels_last = use_channels_last(model)
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
     history: list[dict] = []

@@ -298,3 +298,4 @@ def test_verdicts_follow_the_interval():
     assert claims.below(0.0, -1.0) == claims.NOT_HELD
     assert claims.overall([claims.HELD, claims.HELD]) == claims.HELD
     assert claims.overall([claims.HELD, claims.NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
+

@@ -193,3 +193,42 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
     clean_dir = load_study(clean_path).cell("digits-mlp", "dense", 0, 0.2, 0).dir
     assert json.loads((clean_dir / "cell.json").read_text())["resumed_from"] is None
     _same(cell_dir, clean_dir)
+
+
+def _conv_run(tmp_path, name: str, epochs: int):
+    """A ResNet-20 (width 4) trained on 64 synthetic CIFAR-shaped images with crops and
+    flips: the convolutional path (channels_last on every device) on CPU."""
+    from prunegen import models, pruning
+    from prunegen.config import Schedule, Train
+    from prunegen.data import Dataset
+    from prunegen.splits import make_splits
+    from prunegen.training import Checkpoint, train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (80,), generator=g)
+    ds = Dataset("cifar10", x[:64], y[:64], x[64:], y[64:], 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True)
+    splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device="cpu")
+    torch.manual_seed(0)
+    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=4)
+    model = model.to(memory_format=torch.channels_last)
+    mask = pruning.full_mask(model, [])
+    mask = pruning.magnitude_prune(model, mask, pruning.kept(mask) // 2)
+    hp = Train(epochs=epochs, batch_size=16, lr=0.05, schedule=Schedule(kind="cosine"))
+    ckpt = Checkpoint(tmp_path / f"{name}.pt", "conv")
+    history, _ = train(model, mask, splits, hp, cycles=[0], seed=0, checkpoint=ckpt)
+    return model, mask, history
+
+
+def test_a_conv_model_trains_channels_last_on_cpu_deterministically(tmp_path):
+    from prunegen.training import use_channels_last
+
+    model, mask, history = _conv_run(tmp_path, "a", epochs=2)
+    again, _, history_again = _conv_run(tmp_path, "b", epochs=2)
+    assert use_channels_last(model)
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
+    for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(p, q), n
+    for n, m in mask.items():  # pruned weights stayed at zero through training
+        assert not model.get_parameter(n)[m == 0].any()

@@ -1,0 +1,187 @@
+"""The engine's training epoch against an OpenLTH-style reference loop, same process.
+
+Reference (what OpenLTH does): a torchvision-style dataset object that hands out PIL
+images, per-sample PIL transforms (random crop with 4 pixels of padding and horizontal
+flip for CIFAR; none for MNIST), ``ToTensor`` + ``Normalize``, a ``DataLoader`` with
+default workers (0) and shuffling, an NCHW fp32 model whose masks are applied before
+every forward pass, and ``torch.optim.SGD``.
+
+Engine: ``prunegen.training.train_epoch`` on the same model architecture, optimizer
+settings, batch size and number of steps, with the data as uint8 tensors on the device
+(augmentation as tensor ops, see prunegen/data.py).
+
+Each repeat times one epoch of each, alternating which goes first; the figure is the
+median over repeats of reference time / engine time (and min/max). Synthetic pixels:
+speed does not depend on what the images show.
+
+    .venv/bin/python benchmarks/train.py                    # CPU cases
+    .venv/bin/python benchmarks/train.py --device cuda      # + VGG-16, on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prunegen import models, pruning
+from prunegen.config import Schedule, Train
+from prunegen.data import Dataset
+from prunegen.seeds import generator
+from prunegen.splits import make_splits
+from prunegen.training import make_optimizer, train_epoch, use_channels_last
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name: (model spec, (C, H, W), mean, std, augment, momentum, weight decay)
+CASES = {
+    "lenet300-mnist": ({"name": "mlp", "hidden": [300, 100]}, (1, 28, 28), (33.32,), (78.57,), False, 0.0, 0.0),
+    "resnet20-cifar10": ({"name": "resnet20"}, (3, 32, 32), (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True, 0.9, 1e-4),
+    "vgg16-cifar10": ({"name": "vgg16"}, (3, 32, 32), (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True, 0.9, 1e-4),
+}
+
+
+def synthetic(shape, n: int, seed: int = 0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """torchvision's CIFAR10/MNIST __getitem__: a uint8 HWC array -> PIL image -> transform."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+        from PIL import Image
+
+        self.images = x.permute(0, 2, 3, 1).squeeze(-1).numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()
+        self.targets = y.tolist()
+        self.transform, self.Image = transform, Image
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        img = self.Image.fromarray(self.images[i], mode="L" if self.images.ndim == 3 else "RGB")
+        return self.transform(img), self.targets[i]
+
+
+class Reference:
+    """OpenLTH's loop: DataLoader over PIL transforms, masks applied before every forward."""
+
+    def __init__(self, case: str, x, y, batch_size: int, device: torch.device):
+        import torchvision.transforms as T
+
+        spec, shape, mean, std, augment, momentum, wd = CASES[case]
+        tf = [T.RandomCrop(shape[-1], padding=4), T.RandomHorizontalFlip()] if augment else []
+        tf += [T.ToTensor(), T.Normalize([m / 255 for m in mean], [s / 255 for s in std])]
+        self.loader = torch.utils.data.DataLoader(PILDataset(x, y, T.Compose(tf)), batch_size=batch_size,
+                                                  shuffle=True, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(0)
+        self.model = models.build_model(spec, input_shape=shape, num_classes=10).to(device)
+        self.mask = pruning.full_mask(self.model, models.default_ignore(spec))
+        self.mask = {n: m.to(device) for n, m in self.mask.items()}
+        self.params = dict(self.model.named_parameters())
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=momentum, weight_decay=wd)
+        self.device = device
+
+    def epoch(self) -> None:
+        self.model.train()
+        for x, y in self.loader:
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.no_grad():
+                for n, m in self.mask.items():  # OpenLTH PrunedModel.forward: weights *= mask
+                    self.params[n].mul_(m)
+            loss = F.cross_entropy(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        _sync(self.device)
+
+
+class Engine:
+    def __init__(self, case: str, x, y, batch_size: int, device: torch.device):
+        spec, shape, mean, std, augment, momentum, wd = CASES[case]
+        ds = Dataset(case, x, y, x[:batch_size].clone(), y[:batch_size].clone(), 10, mean, std, augment)
+        self.splits = make_splits(ds, val_size=0, noise=0.0, noise_mode="other_class", seed=0, augment=augment,
+                                  device=device)
+        self.hp = Train(epochs=1, batch_size=batch_size, lr=0.1, momentum=momentum, weight_decay=wd,
+                        schedule=Schedule(kind="constant"))
+        torch.manual_seed(0)
+        self.model = models.build_model(spec, input_shape=shape, num_classes=10).to(device)
+        self.channels_last = use_channels_last(self.model)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        mask = pruning.full_mask(self.model, models.default_ignore(spec))
+        self.bound = pruning.bind(self.model, {n: m.to(device) for n, m in mask.items()})
+        self.opt = make_optimizer(self.model, self.hp)
+        self.device, self.calls = device, 0
+
+    def epoch(self) -> None:
+        self.model.train()
+        g = generator(0, "batches", 0, self.calls, device=self.device)
+        self.calls += 1
+        train_epoch(self.model, self.opt, self.bound, self.splits, self.hp, g, 0, channels_last=self.channels_last)
+        _sync(self.device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(case: str, steps: int, batch_size: int, repeats: int, device: torch.device) -> dict:
+    x, y = synthetic(CASES[case][1], steps * batch_size)
+    runs = {"reference": Reference(case, x, y, batch_size, device), "engine": Engine(case, x, y, batch_size, device)}
+    for r in runs.values():  # warm-up: allocator, kernels, first-call costs
+        r.epoch()
+    times = {k: [] for k in runs}
+    for i in range(repeats):
+        order = list(runs) if i % 2 == 0 else list(runs)[::-1]
+        for k in order:
+            t0 = time.perf_counter()
+            runs[k].epoch()
+            times[k].append(time.perf_counter() - t0)
+    ratios = [r / e for r, e in zip(times["reference"], times["engine"])]
+    out = {"case": case, "device": str(device), "steps": steps, "batch_size": batch_size, "repeats": repeats,
+           "threads": torch.get_num_threads(),
+           "reference_s": statistics.median(times["reference"]), "engine_s": statistics.median(times["engine"]),
+           "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+           "reference_runs_s": times["reference"], "engine_runs_s": times["engine"]}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cases", nargs="*", help="default: the CPU cases, or all on CUDA")
+    p.add_argument("--steps", type=int, help="steps per epoch (default: per case)")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    default_steps = {"lenet300-mnist": 100, "resnet20-cifar10": 20, "vgg16-cifar10": 10} if device.type == "cpu" \
+        else {"lenet300-mnist": 430, "resnet20-cifar10": 390, "vgg16-cifar10": 390}
+    cases = args.cases or (["lenet300-mnist", "resnet20-cifar10"] + (["vgg16-cifar10"] if device.type == "cuda" else []))
+    results = []
+    for case in cases:
+        r = measure(case, args.steps or default_steps[case], 128, args.repeats, device)
+        results.append(r)
+        print(f"{case:17s} {r['device']}: engine {r['engine_s']:.3f} s vs reference {r['reference_s']:.3f} s per "
+              f"{r['steps']}-step epoch -> {r['ratio_median']:.2f}x (min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}, "
+              f"{r['repeats']} repeats, {r['threads']} threads)", flush=True)
+    out = REPO / "benchmarks/out"
+    out.mkdir(exist_ok=True)
+    (out / f"train-{device.type}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
