@@ -299,3 +299,24 @@ def test_verdicts_follow_the_interval():
     assert claims.overall([claims.HELD, claims.HELD]) == claims.HELD
     assert claims.overall([claims.HELD, claims.NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
 
+
+def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
+    """docs/results.md regenerates byte for byte from docs/results/mnist/tables, and its
+    claim-1 numbers are the headline table's."""
+    from conftest import REPO
+    from prunegen import claims
+
+    page, tables = REPO / "docs" / "results.md", REPO / "docs" / "results" / "mnist" / "tables"
+    study = load_study(REPO / "workflow" / "studies" / "mnist.yaml", {"results_root": str(tmp_path / "none")})
+    shutil.copytree(tables, tmp_path / "results" / "mnist" / "tables")
+    paths = claims.build(study, tmp_path / "results.md", "workflow/studies/mnist.yaml", refresh=False)
+    assert paths[0].read_text() == page.read_text()
+    for p in paths[1:]:
+        assert p.read_bytes() == (REPO / "docs" / p.relative_to(tmp_path)).read_bytes(), p.name
+    head = pd.read_parquet(tables / "headline.parquet")
+    text = page.read_text()
+    for noise in study.noise:
+        dense = row(head, noise=noise, arm="dense", level=0)
+        assert f"| {noise:g} | {claims.with_ci(dense, 'test_error')} |" in text
+    compute = pd.read_parquet(tables / "compute.parquet").iloc[0]
+    assert compute["cells"] == len(study.cells()) and f"{compute['cells']} cells, {compute['epochs']} training epochs" in text
