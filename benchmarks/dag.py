@@ -24,7 +24,8 @@ def dry_run(study: Path) -> dict:
                          capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    cells = sum(int(n) for n in re.findall(r"^cell_\w+\s+(\d+)", out.stdout + out.stderr, re.M))
+    # job stats: one line per benchmark's cell rule (the table is printed more than once)
+    cells = sum(int(n) for n in dict(re.findall(r"^(cell\w*)\s+(\d+)$", out.stdout + out.stderr, re.M)).values())
     return {"cells": cells, "wall_s": wall, "peak_rss_mb_so_far": peak_mb}
 
 

@@ -7,8 +7,6 @@ is tested like the rest of the engine.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ARMS, Cell, Study, StudyError, format_noise, load_study
@@ -34,7 +32,7 @@ def load(path: str | Path, results_root: str | None = None, data_root: str | Non
 
 
 def cell_outputs(root: str | Path) -> dict[str, str]:
-    """Output patterns of the cell rules, with the cell's wildcards."""
+    """Output patterns of the cell rule, with the cell's wildcards."""
     return {name: f"{root}/cells/{CELL_PATTERN}/{f}" for name, f in CELL_FILES.items()}
 
 
@@ -69,67 +67,3 @@ def resources(study: Study, w) -> dict:
     c = cell(study, w)
     r["runtime_min"] *= c.level + 1 if c.arm == "downscaled_extended" else 1
     return r
-
-
-@dataclass(frozen=True)
-class CellRule:
-    """The cell rule of one benchmark. One rule per benchmark so that threads, memory
-    and GPUs are plain numbers: Snakemake evaluates a callable once per job (with an
-    `inspect.signature` each time), which dominated the dry run of a large grid."""
-
-    study: Study
-    benchmark: str
-
-    @property
-    def name(self) -> str:
-        return "cell_" + re.sub(r"\W", "_", self.benchmark)
-
-    @property
-    def benchmark_regex(self) -> str:
-        """The rule's constraint on the `benchmark` wildcard: this benchmark only. The
-        wildcard stays in the paths (and the shell command) so that the rule's code and
-        params are those of the single `cell` rule before it: results made by either
-        are up to date for both."""
-        return re.escape(self.benchmark)
-
-    @property
-    def _resources(self):
-        return self.study.benchmarks[self.benchmark].resources
-
-    @property
-    def threads(self) -> int:
-        return self._resources.cpus
-
-    @property
-    def mem_mb(self) -> int:
-        return self._resources.mem_mb
-
-    @property
-    def gpus(self) -> int:
-        return self._resources.gpus
-
-    @property
-    def runtime(self):
-        """Minutes: a number, or per job where downscaled_extended cells train k+1 cycles."""
-        if "downscaled_extended" not in self.study.arms:
-            return self._resources.runtime_min
-        return self.job_runtime
-
-    def job_runtime(self, wildcards) -> int:
-        return resources(self.study, wildcards)["runtime_min"]
-
-    def inputs(self, wildcards) -> list[str]:
-        return parent_inputs(self.study, wildcards)
-
-    def cell_hash(self, wildcards) -> str:
-        return cell(self.study, wildcards).hash
-
-
-def cell_rules(study: Study) -> list[CellRule]:
-    rules = [CellRule(study, b) for b in study.benchmarks]
-    names = [r.name for r in rules]
-    clash = sorted({n for n in names if names.count(n) > 1})
-    if clash:
-        raise StudyError(f"benchmarks {[r.benchmark for r in rules if r.name in clash]} give the same rule "
-                         f"name {clash[0]!r}: rename one (letters, digits and _ count; - and . become _)")
-    return rules

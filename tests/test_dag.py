@@ -48,27 +48,3 @@ def test_the_workflow_expects_exactly_the_tables_and_figures_the_analysis_writes
 
     assert set(dag.TABLES) == set(analysis.TABLES)
     assert set(dag.FIGURES) == set(figures.FIGURES)
-
-
-def test_one_cell_rule_per_benchmark_with_the_study_resources_as_numbers():
-    study = dag.load(SMOKE)
-    (rule,) = dag.cell_rules(study)
-    assert rule.name == "cell_digits_mlp"
-    assert (rule.threads, rule.mem_mb, rule.gpus) == (1, 1000, 0)
-    assert rule.benchmark_regex == r"digits\-mlp"
-    assert rule.inputs(w()) == dag.parent_inputs(study, w())
-    assert rule.cell_hash(w()) == study.cell("digits-mlp", "imp", 2, 0.2, 0).hash
-    # downscaled_extended cells train k+1 cycles: the runtime is per job
-    assert rule.runtime(w(arm="downscaled_extended")) == 15
-    assert rule.runtime(w()) == 5
-
-
-def test_benchmarks_whose_rule_names_clash_are_refused(tmp_path):
-    import yaml
-
-    raw = yaml.safe_load(SMOKE.read_text())
-    raw["benchmarks"]["digits.mlp"] = raw["benchmarks"]["digits-mlp"]
-    path = tmp_path / "clash.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(StudyError, match="cell_digits_mlp"):
-        dag.cell_rules(dag.load(path))

@@ -382,8 +382,8 @@ def test_dry_run_without_slurm(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     out = p.stdout + p.stderr
-    assert job_stats(out) == {"cell_digits_mlp": 22, "merge": 1, "figures": 1, "all": 1}
-    assert out.count("rule cell_digits_mlp:") == 22
+    assert job_stats(out) == {"cell": 22, "merge": 1, "figures": 1, "all": 1}
+    assert out.count("rule cell:") == 22
     assert "This was a dry-run" in out
 
 
@@ -564,7 +564,7 @@ def test_smoke_study_through_slurm(acct, tmp_path, smoke_reference):
     # SLURM's own records (sacct) of the jobs that ran in this working directory
     jobs = sacct_jobs(tmp_path)
     names = sorted(j["name"] for j in jobs.values())
-    assert names.count("smk-cell_digits_mlp") == 22 and names.count("smk-merge") == 1 and names.count("smk-figures") == 1, jobs
+    assert names.count("smk-cell") == 22 and names.count("smk-merge") == 1 and names.count("smk-figures") == 1, jobs
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, jobs
     assert set(rec.seen) <= set(jobs) and len(rec.seen) >= 12, rec.seen  # squeue listed them while they ran
     folder = submitit_folder(tmp_path)
@@ -658,7 +658,7 @@ def cancel_and_check(tmp_path: Path, env=None) -> tuple[str, str, Path]:
             os.killpg(p.pid, signal.SIGKILL)
     assert rc != 0
     folder = submitit_folder(tmp_path)
-    m = re.search(rf"Error in rule cell_slow:\n\s+message: SLURM job {job_id} ended CANCELLED.*?\n"
+    m = re.search(rf"Error in rule cell:\n\s+message: SLURM job {job_id} ended CANCELLED.*?\n"
                   rf"submitit log: (\S+)\nsubmitit err: (\S+)\nrule log: (\S+)\n", out)
     assert m, out[-5000:]
     assert Path(m.group(1)) == folder / f"{job_id}_0_log.out" and Path(m.group(1)).is_file()
@@ -683,7 +683,8 @@ def test_scancel_reported_and_rerun_runs_only_missing(acct, tmp_path):
     rc, out2 = run_smk(smk_cmd(tmp_path, "merge", "--retries", "0", "--config", f"study={study}",
                                f"results_root={tmp_path}/results"), tmp_path / "rerun.log", timeout=300)
     assert rc == 0, out2[-4000:]
-    assert job_stats(out2) == {"cell_slow": 1, "merge": 1}  # the slow benchmark's one cell
+    assert job_stats(out2) == {"cell": 1, "merge": 1}
+    assert re.findall(r"wildcards: (benchmark=\w+)", out2) == ["benchmark=slow"]
     assert quick.stat().st_mtime_ns == mtime
 
 
@@ -707,7 +708,7 @@ def test_no_accounting_smoke_completes_packed(no_acct, tmp_path, smoke_reference
     profile = tmp_path / "profile-packed"
     profile.mkdir()
     (profile / "config.yaml").write_text((PROFILE / "config.yaml").read_text()
-                                         + "\ngroups:\n  cell_digits_mlp: chain\ngroup-components:\n  chain: 100\n"
+                                         + "\ngroups:\n  cell: chain\ngroup-components:\n  chain: 100\n"
                                          # a packed job asks for its cells' CPUs up to `cores`:
                                          # no more than this 2-CPU node has, or it never starts
                                          + "cores: 2\n")
@@ -733,7 +734,7 @@ def test_no_accounting_smoke_completes_packed(no_acct, tmp_path, smoke_reference
     for jid in rec.seen:
         assert_submitit_files(folder, jid)
     packed = next(j for j, v in rec.seen.items() if v["name"] == "smk-chain")
-    assert (folder / f"{packed}_0_log.err").read_text().count("rule cell_digits_mlp:") == 22
+    assert (folder / f"{packed}_0_log.err").read_text().count("rule cell:") == 22
     assert_tables_equal(tmp_path / "results" / "smoke", smoke_reference)
     print(f"\nno accounting, packed: {len(rec.seen)} SLURM jobs; {len(squeue)} polls of one squeue "
           f"call each, {len(scontrol)} scontrol calls for jobs squeue stopped listing")
