@@ -62,7 +62,7 @@ def worker(rank: int, name: str, steps: int, warmup: int, device_name: str, barr
                schedule=Schedule(kind="constant", milestones=(), gamma=1.0))
     model = build_model(case["model"], input_shape=case["shape"], num_classes=10).to(device)
     mask = {n: m.to(device) for n, m in pruning.full_mask(model, default_ignore(case["model"])).items()}
-    channels_last = use_channels_last(model)  # as cell.run / training.train
+    channels_last = use_channels_last(model, device)  # as cell.run / training.train
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     bound = pruning.bind(model, mask)

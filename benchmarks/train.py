@@ -115,7 +115,7 @@ class Engine:
                         schedule=Schedule(kind="constant"))
         torch.manual_seed(0)
         self.model = models.build_model(spec, input_shape=shape, num_classes=10).to(device)
-        self.channels_last = use_channels_last(self.model)
+        self.channels_last = use_channels_last(self.model, device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         mask = pruning.full_mask(self.model, models.default_ignore(spec))

@@ -107,7 +107,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     (out / records.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
     model = start.model.to(dev)
     mask = {n: m.to(dev) for n, m in start.mask.items()}
-    channels_last = use_channels_last(model)
+    channels_last = use_channels_last(model, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 

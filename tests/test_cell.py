@@ -197,7 +197,7 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
 
 def _conv_run(tmp_path, name: str, epochs: int):
     """A ResNet-20 (width 4) trained on 64 synthetic CIFAR-shaped images with crops and
-    flips: the convolutional path (channels_last on every device) on CPU."""
+    flips: the convolutional path on CPU."""
     from prunegen import models, pruning
     from prunegen.config import Schedule, Train
     from prunegen.data import Dataset
@@ -211,7 +211,6 @@ def _conv_run(tmp_path, name: str, epochs: int):
     splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device="cpu")
     torch.manual_seed(0)
     model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=4)
-    model = model.to(memory_format=torch.channels_last)
     mask = pruning.full_mask(model, [])
     mask = pruning.magnitude_prune(model, mask, pruning.kept(mask) // 2)
     hp = Train(epochs=epochs, batch_size=16, lr=0.05, schedule=Schedule(kind="cosine"))
@@ -220,13 +219,14 @@ def _conv_run(tmp_path, name: str, epochs: int):
     return model, mask, history
 
 
-def test_a_conv_model_trains_channels_last_on_cpu_deterministically(tmp_path):
+def test_a_conv_model_trains_deterministically_on_cpu_and_channels_last_only_on_cuda(tmp_path):
     from prunegen.training import use_channels_last
 
     model, mask, history = _conv_run(tmp_path, "a", epochs=2)
     again, _, history_again = _conv_run(tmp_path, "b", epochs=2)
-    assert use_channels_last(model)
-    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert use_channels_last(model, torch.device("cuda")) and not use_channels_last(model, torch.device("cpu"))
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert not use_channels_last(mlp, torch.device("cuda"))
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
     for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(p, q), n
