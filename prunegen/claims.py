@@ -45,8 +45,8 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     cycles = summary["cycles"].where(~summary["arm"].isin(CHAIN_ARMS) & (summary["arm"] != "dense"), 1)
     job_seconds, starts, ends = 0.0, [], []
     for row in summary.itertuples():
-        key = f"benchmark={row.benchmark}/arm={row.arm}/noise={_noise(row.noise)}/seed={row.seed}/level={row.level}"
-        tsv, marker = study.root / "benchmarks" / "cells" / f"{key}.tsv", study.root / "cells" / key / "cell.json"
+        cell = study.cell(row.benchmark, row.arm, int(row.level), float(row.noise), int(row.seed))
+        tsv, marker = study.root / "benchmarks" / "cells" / f"{cell.relpath}.tsv", cell.dir / records.COMPLETE_MARKER
         if tsv.is_file() and marker.is_file():
             seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
             job_seconds += seconds
@@ -58,12 +58,6 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
         "job_seconds": job_seconds if ends else float("nan"),
         "wall_seconds": max(ends) - min(starts) if ends else float("nan"),
     }])
-
-
-def _noise(value: float) -> str:
-    from .config import format_noise
-
-    return format_noise(value)
 
 
 def collect(study: Study, tables_dir: Path, tables_from: Path | None = None) -> None:

@@ -6,7 +6,6 @@ filled in here, so that a cell's hash covers every value that shaped it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
@@ -96,15 +95,11 @@ class Benchmark:
     def hparams(self, arm: str) -> dict:
         """What shapes a cell of `arm`: resources never do, pruning only matters past dense
         (dense keeps the rewind point, which it saves for `weight_rewind`)."""
-        return copy.deepcopy(self._hparams["dense" if arm == "dense" else "pruned"])
-
-    @cached_property
-    def _hparams(self) -> dict[str, dict]:
-        # Computed once per benchmark: a DAG of thousands of cells hashes each of them.
         out = {"dataset": self.dataset, "model": self.model,
                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
         prune = dataclasses.asdict(self.prune)
-        return {"dense": {**out, "prune": {"rewind_epoch": prune["rewind_epoch"]}}, "pruned": {**out, "prune": prune}}
+        out["prune"] = {"rewind_epoch": prune["rewind_epoch"]} if arm == "dense" else prune
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,14 +166,13 @@ class Cell:
         return {"benchmark": self.benchmark.name, "arm": self.arm, "noise": self.noise,
                 "seed": self.seed, "level": self.level}
 
-    def hparams(self, _shared: bool = False) -> dict:
-        bm = self.benchmark._hparams["dense" if self.arm == "dense" else "pruned"] if _shared \
-            else self.benchmark.hparams(self.arm)
-        return {"schema_version": SCHEMA_VERSION, **bm, "noise_mode": self.study.noise_mode, **self.key}
+    def hparams(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, **self.benchmark.hparams(self.arm),
+                "noise_mode": self.study.noise_mode, **self.key}
 
     @cached_property
     def hash(self) -> str:
-        text = json.dumps(self.hparams(_shared=True), sort_keys=True, separators=(",", ":"))  # read-only use
+        text = json.dumps(self.hparams(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
