@@ -83,9 +83,14 @@ Bound = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def bind(model: nn.Module, mask: Mask) -> Bound:
-    """(parameter, mask) pairs, looked up once so the per-step masking is a plain loop."""
+    """(parameter, mask) pairs, looked up once so the per-step masking is a plain loop.
+
+    The masks are converted to the parameter's dtype here, once: multiplying by a bool
+    mask converts it on every call (a copy the size of the layer, three per step),
+    and x * 1.0 and x * 0.0 are what x * True and x * False give, bit for bit.
+    """
     params = dict(model.named_parameters())
-    return [(params[n], m) for n, m in mask.items()]
+    return [(params[n], m.to(params[n].dtype)) for n, m in mask.items()]
 
 
 @torch.no_grad()
@@ -103,6 +108,9 @@ def apply_mask(bound: Bound, optimizer=None) -> None:
 
 @torch.no_grad()
 def mask_grads(bound: Bound) -> None:
+    """Zero masked gradients before the optimizer step. Once the weights and momentum
+    buffers are zero where masked (`apply_mask`), SGD's update there is exactly zero
+    (gradient 0, weight decay x 0, momentum 0), so they stay zero without re-masking."""
     for p, m in bound:
         if p.grad is not None:
             p.grad.mul_(m)

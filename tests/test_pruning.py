@@ -57,14 +57,15 @@ def test_masked_weights_stay_exactly_zero_through_sgd_with_momentum_and_decay():
     m = mlp()
     mask = pruning.magnitude_prune(m, pruning.full_mask(m, ("output",)), 1000)
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    pruning.apply_mask(pruning.bind(m, mask))
-    for step in range(5):
+    bound = pruning.bind(m, mask)
+    assert all(b.dtype == p.dtype and torch.equal(b.bool(), mask[n]) for (p, b), n in zip(bound, mask))
+    pruning.apply_mask(bound)
+    for step in range(5):  # as the training loop does: masked gradients, no re-masking after the step
         loss = nn.functional.cross_entropy(m(torch.randn(32, 1, 8, 8)), torch.randint(0, 10, (32,)))
         opt.zero_grad()
         loss.backward()
-        pruning.mask_grads(pruning.bind(m, mask))
+        pruning.mask_grads(bound)
         opt.step()
-        pruning.apply_mask(pruning.bind(m, mask), opt)
     params = dict(m.named_parameters())
     for n, keep in mask.items():
         assert torch.all(params[n][~keep] == 0)
