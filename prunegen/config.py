@@ -217,8 +217,13 @@ def format_noise(noise: float) -> str:
     return repr(float(noise))
 
 
+def _load_yaml(text: str) -> Any:
+    # libyaml's loader where PyYAML has it: the same values, about 10x faster to parse.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def schema() -> dict:
-    return yaml.safe_load(resources.files("prunegen").joinpath("study.schema.yaml").read_text())
+    return _load_yaml(resources.files("prunegen").joinpath("study.schema.yaml").read_text())
 
 
 def _location(error) -> str:
@@ -294,7 +299,7 @@ def load_study(path: str | Path, overrides: dict | None = None) -> Study:
     """Read, validate and resolve a study file; `overrides` are merged on top (e.g. results_root)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _load_yaml(path.read_text())
     except FileNotFoundError:
         raise StudyError(f"study file not found: {path}") from None
     except yaml.YAMLError as e:
