@@ -3,6 +3,10 @@
 Runs `prunegen run-cell` as a fresh process (as Snakemake does) several times and
 splits its wall time into training (the sum of the per-epoch `seconds` in the cell's
 history) and everything else (interpreter, imports, data, model, records).
+
+Each cell run is paired with a run of `python -c "import torch"`, the floor no cell job
+can go below, so the figure above it is readable on a machine whose speed (and page
+cache) varies from hour to hour.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ def one(case: str, spec: dict, root: Path) -> dict:
     return {"wall_s": wall, "training_s": training, "fixed_s": wall - training}
 
 
+def torch_floor() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    return time.perf_counter() - t0
+
+
 def main(repeats: int = 5) -> None:
     results = {}
     for case, spec in CASES.items():
@@ -51,15 +61,20 @@ def main(repeats: int = 5) -> None:
         runs = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                runs.append(one(case, spec, Path(tmp)))
+                runs.append({**one(case, spec, Path(tmp)), "import_torch_s": torch_floor()})
         fixed = [r["fixed_s"] for r in runs]
+        above = [r["fixed_s"] - r["import_torch_s"] for r in runs]
         results[case] = {"repeats": repeats, "fixed_s_median": statistics.median(fixed),
                          "fixed_s_min": min(fixed), "fixed_s_max": max(fixed),
                          "training_s_median": statistics.median(r["training_s"] for r in runs),
+                         "import_torch_s_median": statistics.median(r["import_torch_s"] for r in runs),
+                         "fixed_above_import_torch_s_median": statistics.median(above),
                          "runs": runs}
         r = results[case]
         print(f"{case:7s} fixed cost median {r['fixed_s_median']:.2f} s (min {r['fixed_s_min']:.2f}, "
-              f"max {r['fixed_s_max']:.2f}) vs training {r['training_s_median']:.2f} s, {repeats} runs")
+              f"max {r['fixed_s_max']:.2f}) vs training {r['training_s_median']:.2f} s; `import torch` alone "
+              f"{r['import_torch_s_median']:.2f} s, fixed cost above it {r['fixed_above_import_torch_s_median']:.2f} s; "
+              f"{repeats} runs")
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
     (out / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -146,6 +146,14 @@ def make_svhn(root: Path, monkeypatch, n_train=15, n_test=7, seed=0):
     return out
 
 
+def test_mnist_needs_no_torchvision(tmp_path):
+    make_mnist_like(tmp_path, "MNIST")
+    code = ("import sys, prunegen.data as d\n"
+            f"d.load_dataset('mnist', {str(tmp_path)!r})\n"
+            "assert 'torchvision' not in sys.modules, 'mnist imported torchvision'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_mnist_like_loads(tmp_path, name, folder):
     arrays = make_mnist_like(tmp_path, folder)
@@ -370,10 +378,21 @@ def _real(folder):
         pytest.skip(f"data/{folder}/raw not found: run .ci/fetch-data.sh to place the real files")
 
 
+def _same_as_torchvision(ds, cls):
+    """The loader reads the IDX files itself (without importing torchvision): it must give
+    exactly what torchvision's dataset class gives."""
+    for train, x, y in ((True, ds.train_x, ds.train_y), (False, ds.test_x, ds.test_y)):
+        ref = cls(REPO / "data", train=train)
+        assert torch.equal(x, ref.data.unsqueeze(1)) and torch.equal(y, ref.targets)
+
+
 @pytest.mark.mnist
 def test_real_mnist():
+    import torchvision.datasets as tvd
+
     _real("MNIST")
     ds = load_dataset("mnist", REPO / "data")
+    _same_as_torchvision(ds, tvd.MNIST)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert ds.train_y[:5].tolist() == [5, 0, 4, 1, 9]
     assert ds.train_y.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -383,8 +402,11 @@ def test_real_mnist():
 
 @pytest.mark.mnist
 def test_real_fashion_mnist():
+    import torchvision.datasets as tvd
+
     _real("FashionMNIST")
     ds = load_dataset("fashion_mnist", REPO / "data")
+    _same_as_torchvision(ds, tvd.FashionMNIST)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert ds.train_y.bincount().tolist() == [6000] * 10 and ds.test_y.bincount().tolist() == [1000] * 10
     assert ds.mean[0] == pytest.approx(ds.train_x.double().mean().item(), abs=0.05)
