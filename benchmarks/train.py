@@ -179,7 +179,10 @@ def main() -> None:
               f"{r['repeats']} repeats, {r['threads']} threads)", flush=True)
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
-    (out / f"train-{device.type}.json").write_text(json.dumps(results, indent=2) + "\n")
+    path = out / f"train-{device.type}.json"
+    # Cases measured by an earlier run (e.g. `--cases` one at a time) are kept, newest wins.
+    earlier = [r for r in (json.loads(path.read_text()) if path.exists() else []) if r["case"] not in cases]
+    path.write_text(json.dumps(earlier + results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
