@@ -32,6 +32,9 @@ CASES = {
 }
 
 
+ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}  # one thread, as a cell job with cpus: 1
+
+
 def one(case: str, spec: dict, root: Path) -> dict:
     study = {"study": "overhead", "data_root": str(REPO / "data"), "results_root": str(root), "device": "cpu",
              "benchmarks": {case: spec}, "arms": ["dense"], "levels": 0, "noise": [0.0], "seeds": [0]}
@@ -40,7 +43,7 @@ def one(case: str, spec: dict, root: Path) -> dict:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "prunegen.cli", "run-cell", "--study", str(path), "--benchmark", case,
                     "--arm", "dense", "--level", "0", "--noise", "0.0", "--seed", "0"],
-                   check=True, capture_output=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                   check=True, capture_output=True, env=ENV)
     wall = time.perf_counter() - t0
     cell = root / "overhead/cells" / f"benchmark={case}/arm=dense/noise=0.0/seed=0/level=0"
     training = float(pq.read_table(cell / "history.parquet").column("seconds").to_numpy().sum())
@@ -49,7 +52,7 @@ def one(case: str, spec: dict, root: Path) -> dict:
 
 def torch_floor() -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    subprocess.run([sys.executable, "-c", "import torch"], check=True, env=ENV)
     return time.perf_counter() - t0
 
 

@@ -97,7 +97,7 @@ def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Da
     num_classes, shape, mean, std, augment = _SPECS[name]
     root = Path(data_root).expanduser().absolute()
     try:
-        splits = _read_torchvision(name, root, download)
+        splits = _read_splits(name, root, download)
     except ImportError:
         raise  # a missing package (scipy for SVHN) is not a data problem
     except Exception as e:  # anything torchvision raises while fetching or reading means the files are unusable
@@ -124,23 +124,25 @@ def _read_idx(path: Path) -> torch.Tensor:
     import numpy as np
 
     raw = path.read_bytes()
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or len(raw) < 4 + 4 * raw[3]:
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    dims = struct.unpack(f">{raw[3]}I", raw[4:4 + 4 * raw[3]])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3])
+    start = 4 + 4 * raw[3]  # the data begins after the magic and the sizes
+    if len(raw) < start:
+        raise ValueError(f"{path}: header cut short")
+    dims = struct.unpack(f">{raw[3]}I", raw[4:start])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=start)
     if body.size != math.prod(dims):
         raise ValueError(f"{path}: {body.size} bytes of data for shape {dims}")
     return torch.from_numpy(body.reshape(dims).copy())
 
 
-def _read_torchvision(name: str, root: Path, download: bool):
+def _read_splits(name: str, root: Path, download: bool):
     """[(train_x, train_y), (test_x, test_y)] as tensors, images NCHW."""
     if name in ("mnist", "fashion_mnist") and not download:
         # Read directly: importing torchvision costs more than a whole MNIST epoch
         # (1.6-4 s here), for four files of a trivial format.
-        raw = root / _FILES[name][0].rsplit("/", 1)[0]
-        return [(_read_idx(raw / f"{p}-images-idx3-ubyte").unsqueeze(1), _read_idx(raw / f"{p}-labels-idx1-ubyte"))
-                for p in ("train", "t10k")]
+        train_x, train_y, test_x, test_y = (_read_idx(root / f) for f in _FILES[name])
+        return [(train_x.unsqueeze(1), train_y), (test_x.unsqueeze(1), test_y)]
     import torchvision.datasets as tvd
 
     if name in ("mnist", "fashion_mnist"):
