@@ -14,6 +14,12 @@ Each repeat times one epoch of each, alternating which goes first; the figure is
 median over repeats of reference time / engine time (and min/max). Synthetic pixels:
 speed does not depend on what the images show.
 
+A third loop, the compute floor, runs only the engine's model and optimizer (same
+memory format, one fixed batch already normalised on the device, no data path, no
+masks): reference / floor is the best ratio any data path could reach with these
+kernels, and the engine's GFLOP/s (FLOPs of one step counted by
+``torch.utils.flop_counter``) says how close the kernels themselves run to the machine.
+
     .venv/bin/python benchmarks/train.py                    # CPU cases
     .venv/bin/python benchmarks/train.py --device cuda      # + VGG-16, on a GPU
 """
@@ -131,6 +137,36 @@ class Engine:
         _sync(self.device)
 
 
+class Floor(Engine):
+    """The engine's model and optimizer on one fixed, normalised batch: kernels only."""
+
+    def __init__(self, case: str, x, y, batch_size: int, device: torch.device):
+        super().__init__(case, x, y, batch_size, device)
+        self.steps = -(-len(x) // batch_size)
+        xb = self.splits.train.x[:batch_size].float().sub_(128).div_(64)
+        self.x = xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+        self.y = self.splits.train.y[:batch_size]
+
+    def step(self) -> None:
+        loss = F.cross_entropy(self.model(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def epoch(self) -> None:
+        self.model.train()
+        for _ in range(self.steps):
+            self.step()
+        _sync(self.device)
+
+    def flops_per_step(self) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self.step()
+        return counter.get_total_flops()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -138,7 +174,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(case: str, steps: int, batch_size: int, repeats: int, device: torch.device) -> dict:
     x, y = synthetic(CASES[case][1], steps * batch_size)
-    runs = {"reference": Reference(case, x, y, batch_size, device), "engine": Engine(case, x, y, batch_size, device)}
+    runs = {"reference": Reference(case, x, y, batch_size, device), "engine": Engine(case, x, y, batch_size, device),
+            "floor": Floor(case, x, y, batch_size, device)}
     for r in runs.values():  # warm-up: allocator, kernels, first-call costs
         r.epoch()
     times = {k: [] for k in runs}
@@ -149,11 +186,16 @@ def measure(case: str, steps: int, batch_size: int, repeats: int, device: torch.
             runs[k].epoch()
             times[k].append(time.perf_counter() - t0)
     ratios = [r / e for r, e in zip(times["reference"], times["engine"])]
+    ceiling = [r / f for r, f in zip(times["reference"], times["floor"])]
+    gflop = runs["floor"].flops_per_step() * steps / 1e9
     out = {"case": case, "device": str(device), "steps": steps, "batch_size": batch_size, "repeats": repeats,
            "threads": torch.get_num_threads(),
            "reference_s": statistics.median(times["reference"]), "engine_s": statistics.median(times["engine"]),
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-           "reference_runs_s": times["reference"], "engine_runs_s": times["engine"]}
+           "floor_s": statistics.median(times["floor"]), "ceiling_ratio_median": statistics.median(ceiling),
+           "gflop_per_epoch": gflop, "engine_gflops": gflop / statistics.median(times["engine"]),
+           "channels_last": runs["engine"].channels_last,
+           "reference_runs_s": times["reference"], "engine_runs_s": times["engine"], "floor_runs_s": times["floor"]}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     return out
@@ -176,7 +218,9 @@ def main() -> None:
         results.append(r)
         print(f"{case:17s} {r['device']}: engine {r['engine_s']:.3f} s vs reference {r['reference_s']:.3f} s per "
               f"{r['steps']}-step epoch -> {r['ratio_median']:.2f}x (min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}, "
-              f"{r['repeats']} repeats, {r['threads']} threads)", flush=True)
+              f"{r['repeats']} repeats, {r['threads']} threads)\n{'':17s} compute floor {r['floor_s']:.3f} s "
+              f"(reference / floor {r['ceiling_ratio_median']:.2f}x: the most any data path could give); engine "
+              f"{r['engine_gflops']:.0f} GFLOP/s, {'channels_last' if r['channels_last'] else 'NCHW'}", flush=True)
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
     path = out / f"train-{device.type}.json"

@@ -195,14 +195,15 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
     _same(cell_dir, clean_dir)
 
 
-def _conv_run(tmp_path, name: str, epochs: int):
-    """A ResNet-20 (width 4) trained on 64 synthetic CIFAR-shaped images with crops and
-    flips: the convolutional path on CPU."""
+def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None):
+    """A ResNet-20 trained on 64 synthetic CIFAR-shaped images with crops and flips: the
+    convolutional path on CPU (width 4 runs NCHW, width 16 channels_last). Two runs of
+    one `name` share its checkpoint."""
     from prunegen import models, pruning
     from prunegen.config import Schedule, Train
     from prunegen.data import Dataset
     from prunegen.splits import make_splits
-    from prunegen.training import Checkpoint, train
+    from prunegen.training import Checkpoint, train, use_channels_last
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -210,25 +211,103 @@ def _conv_run(tmp_path, name: str, epochs: int):
     ds = Dataset("cifar10", x[:64], y[:64], x[64:], y[64:], 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True)
     splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device="cpu")
     torch.manual_seed(0)
-    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=4)
+    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=width)
+    if use_channels_last(model, torch.device("cpu")):  # as cell.run does
+        model = model.to(memory_format=torch.channels_last)
     mask = pruning.full_mask(model, [])
     mask = pruning.magnitude_prune(model, mask, pruning.kept(mask) // 2)
     hp = Train(epochs=epochs, batch_size=16, lr=0.05, schedule=Schedule(kind="cosine"))
     ckpt = Checkpoint(tmp_path / f"{name}.pt", "conv")
-    history, _ = train(model, mask, splits, hp, cycles=[0], seed=0, checkpoint=ckpt)
+    history, _ = train(model, mask, splits, hp, cycles=[0], seed=0, checkpoint=ckpt, on_epoch=on_epoch)
     return model, mask, history
 
 
-def test_a_conv_model_trains_deterministically_on_cpu_and_channels_last_only_on_cuda(tmp_path):
+def test_channels_last_on_cuda_for_conv_nets_and_on_cpu_from_16_channels():
+    from prunegen import models
     from prunegen.training import use_channels_last
 
-    model, mask, history = _conv_run(tmp_path, "a", epochs=2)
-    again, _, history_again = _conv_run(tmp_path, "b", epochs=2)
-    assert use_channels_last(model, torch.device("cuda")) and not use_channels_last(model, torch.device("cpu"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    def resnet(width):
+        return models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=width)
+
+    assert use_channels_last(resnet(4), cuda) and use_channels_last(resnet(16), cuda)
+    assert use_channels_last(resnet(16), cpu) and not use_channels_last(resnet(15), cpu)
+    assert not use_channels_last(resnet(4), cpu)
+    def vgg(width):
+        return models.build_model({"name": "vgg16"}, input_shape=(3, 32, 32), num_classes=10, width=width)
+
+    assert use_channels_last(vgg(16), cpu) and not use_channels_last(vgg(8), cpu)  # 16..128 / 8..64 channels
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
-    assert not use_channels_last(mlp, torch.device("cuda"))
+    assert not use_channels_last(mlp, cuda) and not use_channels_last(mlp, cpu)
+
+
+@pytest.mark.parametrize("width", [4, 16])
+def test_a_conv_model_trains_deterministically_on_cpu(tmp_path, width):
+    model, mask, history = _conv_run(tmp_path, "a", epochs=2, width=width)
+    again, _, history_again = _conv_run(tmp_path, "b", epochs=2, width=width)
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) == (width == 16)
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
     for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(p, q), n
     for n, m in mask.items():  # pruned weights stayed at zero through training
         assert not model.get_parameter(n)[m == 0].any()
+
+
+def test_a_channels_last_conv_model_resumes_bit_identically_on_cpu(tmp_path):
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(cycle, epoch, model):  # runs before epoch 2's checkpoint is written
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _conv_run(tmp_path, "killed", epochs=3, width=16, on_epoch=kill_in_epoch_2)
+    assert torch.load(tmp_path / "killed.pt", weights_only=True)["epoch"] == 1
+    resumed, _, history = _conv_run(tmp_path, "killed", epochs=3, width=16)
+    straight, _, history_straight = _conv_run(tmp_path, "straight", epochs=3, width=16)
+    assert len(history) == 3 and [h["train_loss"] for h in history] == [h["train_loss"] for h in history_straight]
+    for (n, p), q in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(p, q), n
+
+
+def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_masters(monkeypatch, tmp_path):
+    """The CUDA path's precision switch, run on CPU: with autocast forced on (CPU bf16), the
+    forward runs in bf16 while weights and the loss stay fp32 and the pruned weights stay
+    exactly zero."""
+    import warnings
+
+    from prunegen import training
+    from prunegen.data import Dataset
+    from prunegen.splits import make_splits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available ... Disabling autocast"
+        cuda = training.autocast(torch.device("cuda"))
+    assert (cuda.device, cuda.fast_dtype, cuda._enabled) == ("cuda", torch.bfloat16, torch.cuda.is_available())
+    assert not training.autocast(torch.device("cpu"))._enabled
+
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(8, dtype=torch.long)
+    ds = Dataset("cifar10", x, y, x, y, 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), False)
+    splits = make_splits(ds, val_size=0, noise=0.0, noise_mode="other_class", seed=0, augment=False, device="cpu")
+
+    def run(name):
+        model, mask, history = _conv_run(tmp_path, name, epochs=1, width=16)
+        seen = []
+        hook = model.fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        loss, _ = training.evaluate(model, splits.test, splits, 4, channels_last=True)
+        hook.remove()
+        return model, mask, history, loss, seen
+
+    _, _, fp32_history, _, seen = run("fp32")
+    assert seen == [torch.float32, torch.float32]
+    monkeypatch.setattr(training, "autocast", lambda device: torch.autocast(device.type, dtype=torch.bfloat16))
+    model, mask, history, loss, seen = run("bf16")
+    assert seen == [torch.bfloat16, torch.bfloat16]  # evaluation's two batches ran under autocast
+    assert history[0]["train_loss"] != fp32_history[0]["train_loss"]  # and so did training
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for n, m in mask.items():
+        assert not model.get_parameter(n)[m == 0].any(), n
