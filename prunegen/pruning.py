@@ -108,12 +108,14 @@ def apply_mask(bound: Bound, optimizer=None) -> None:
 
 @torch.no_grad()
 def mask_grads(bound: Bound) -> None:
-    """Zero masked gradients before the optimizer step. Once the weights and momentum
-    buffers are zero where masked (`apply_mask`), SGD's update there is exactly zero
-    (gradient 0, weight decay x 0, momentum 0), so they stay zero without re-masking."""
-    for p, m in bound:
-        if p.grad is not None:
-            p.grad.mul_(m)
+    """Zero masked gradients before the optimizer step (one multi-tensor multiply). Once
+    the weights and momentum buffers are zero where masked (`apply_mask`), SGD's update
+    there is exactly zero (gradient 0, weight decay x 0, momentum 0), so they stay zero
+    without re-masking."""
+    pairs = [(p.grad, m) for p, m in bound if p.grad is not None]
+    if pairs:
+        grads, masks = zip(*pairs)
+        torch._foreach_mul_(list(grads), list(masks))
 
 
 def sparsity_report(model: nn.Module, mask: Mask) -> dict:

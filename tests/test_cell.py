@@ -2,6 +2,7 @@
 determinism and resume after SIGKILL."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -195,7 +196,7 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
     _same(cell_dir, clean_dir)
 
 
-def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None):
+def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu"):
     """A ResNet-20 trained on 64 synthetic CIFAR-shaped images with crops and flips: the
     convolutional path on CPU (width 4 runs NCHW, width 16 channels_last). Two runs of
     one `name` share its checkpoint."""
@@ -209,10 +210,10 @@ def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None):
     x = torch.randint(0, 256, (80, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (80,), generator=g)
     ds = Dataset("cifar10", x[:64], y[:64], x[64:], y[64:], 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True)
-    splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device="cpu")
+    splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device=device)
     torch.manual_seed(0)
-    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=width)
-    if use_channels_last(model, torch.device("cpu")):  # as cell.run does
+    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=width).to(device)
+    if use_channels_last(model, torch.device(device)):  # as cell.run does
         model = model.to(memory_format=torch.channels_last)
     mask = pruning.full_mask(model, [])
     mask = pruning.magnitude_prune(model, mask, pruning.kept(mask) // 2)
@@ -309,5 +310,15 @@ def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_mast
     assert history[0]["train_loss"] != fp32_history[0]["train_loss"]  # and so did training
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    for n, m in mask.items():
+        assert not model.get_parameter(n)[m == 0].any(), n
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_conv_model_trains_on_cuda_channels_last_in_bf16_with_fp32_masters(tmp_path):
+    model, mask, history = _conv_run(tmp_path, "cuda", epochs=2, width=16, device="cuda")
+    assert model.conv.weight.is_cuda and model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert len(history) == 2 and all(math.isfinite(h["train_loss"]) for h in history)
     for n, m in mask.items():
         assert not model.get_parameter(n)[m == 0].any(), n
