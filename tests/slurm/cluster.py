@@ -164,6 +164,21 @@ def squeue_ids() -> list[str]:
     return [l.strip() for l in out.splitlines() if l.strip()]
 
 
+def cancel_jobs_under(folder: str | os.PathLike) -> list[str]:
+    """scancel every queued or running job whose working directory is `folder` or inside it
+    (a test that failed half-way must not leave jobs holding the node's CPUs for the next
+    tests); returns the ids cancelled. A no-op when the controller is not up."""
+    p = run(["squeue", "-h", "-o", "%i %Z"], check=False)
+    if p.returncode != 0:
+        return []
+    root = os.path.join(os.fspath(folder), "")
+    ids = [i for i, workdir in (l.split(" ", 1) for l in p.stdout.splitlines() if " " in l)
+           if os.path.join(workdir, "").startswith(root)]
+    if ids:
+        run(["scancel", *ids], check=False)
+    return ids
+
+
 def job_state(job_id: str | int) -> str | None:
     recs = scontrol_show_jobs(job_id)
     return recs[0].get("JobState") if recs else None
