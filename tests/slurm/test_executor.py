@@ -161,10 +161,17 @@ def run_smk(cmd: list[str], log: Path, env: dict | None = None, timeout: float =
     return rc, log.read_text()
 
 
+def _sigint_default() -> None:
+    # A process started in the background of a non-interactive shell inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler: the tests' Ctrl-C
+    # would be lost when pytest itself was started that way (as by `cmd &`).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_smk(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     f = open(log, "w")
     p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=env, start_new_session=True)
+                         env=env, start_new_session=True, preexec_fn=_sigint_default)
     p._logfile = f  # type: ignore[attr-defined]
     return p
 
