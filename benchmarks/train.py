@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from prunegen import models, pruning
 from prunegen.config import Schedule, Train
-from prunegen.data import Dataset
+from prunegen.data import Dataset, to_float
 from prunegen.seeds import generator
 from prunegen.splits import make_splits
 from prunegen.training import make_optimizer, train_epoch, use_channels_last
@@ -143,7 +143,7 @@ class Floor(Engine):
     def __init__(self, case: str, x, y, batch_size: int, device: torch.device):
         super().__init__(case, x, y, batch_size, device)
         self.steps = -(-len(x) // batch_size)
-        xb = self.splits.train.x[:batch_size].float().sub_(128).div_(64)
+        xb = to_float(self.splits.train.x[:batch_size], self.splits.mean, self.splits.std)
         self.x = xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
         self.y = self.splits.train.y[:batch_size]
 
