@@ -235,6 +235,7 @@ def test_channels_last_on_cuda_for_conv_nets_and_on_cpu_from_16_channels():
     assert use_channels_last(resnet(4), cuda) and use_channels_last(resnet(16), cuda)
     assert use_channels_last(resnet(16), cpu) and not use_channels_last(resnet(15), cpu)
     assert not use_channels_last(resnet(4), cpu)
+
     def vgg(width):
         return models.build_model({"name": "vgg16"}, input_shape=(3, 32, 32), num_classes=10, width=width)
 
