@@ -4,11 +4,14 @@ Reference (what OpenLTH does): a torchvision-style dataset object that hands out
 images, per-sample PIL transforms (random crop with 4 pixels of padding and horizontal
 flip for CIFAR; none for MNIST), ``ToTensor`` + ``Normalize``, a ``DataLoader`` with
 default workers (0) and shuffling, an NCHW fp32 model whose masks are applied before
-every forward pass, and ``torch.optim.SGD``.
+every forward pass, and ``torch.optim.SGD``; the model's layers and forward passes are
+OpenLTH's (``nn.Linear``, ReLUs that allocate their output).
 
 Engine: ``prunegen.training.train_epoch`` on the same model architecture, optimizer
 settings, batch size and number of steps, with the data as uint8 tensors on the device
-(augmentation as tensor ops, see prunegen/data.py).
+(augmentation as tensor ops, see prunegen/data.py), and its own kernel choices
+(channels_last convolutions, oneDNN linear layers in prunegen/kernels.py, ReLUs and
+residual adds in place).
 
 Each repeat times one epoch of each, alternating which goes first; the figure is the
 median over repeats of reference time / engine time (and min/max). Synthetic pixels:
@@ -27,6 +30,7 @@ kernels, and the engine's GFLOP/s (FLOPs of one step counted by
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunegen import models, pruning
+from prunegen import kernels, models, pruning
 from prunegen.config import Schedule, Train
 from prunegen.data import Dataset, to_float
 from prunegen.seeds import generator
@@ -58,6 +62,32 @@ def synthetic(shape, n: int, seed: int = 0) -> Dataset:
     x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (n,), generator=g)
     return x, y
+
+
+class _OpenLTHBlock(models.BasicBlock):
+    def forward(self, x):  # OpenLTH's cifar_resnet Block.forward
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out)
+
+
+class _OpenLTHResNet(models.CifarResNet):
+    def forward(self, x):
+        out = self.blocks(F.relu(self.bn(self.conv(x))))
+        return self.fc(out.mean(dim=(2, 3)))
+
+
+def openlth(model: torch.nn.Module) -> torch.nn.Module:
+    """The same model (parameters, values) as OpenLTH writes it: torch's nn.Linear (MKL on
+    CPU) and ReLUs that allocate their output, where prunegen's run in oneDNN and in place."""
+    parents = {kernels.Linear: torch.nn.Linear, models.BasicBlock: _OpenLTHBlock, models.CifarResNet: _OpenLTHResNet}
+    for m in model.modules():
+        if type(m) in parents:
+            m.__class__ = parents[type(m)]  # same attributes, OpenLTH's forward
+        elif isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    return model
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -90,7 +120,7 @@ class Reference:
         self.loader = torch.utils.data.DataLoader(PILDataset(x, y, T.Compose(tf)), batch_size=batch_size,
                                                   shuffle=True, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(0)
-        self.model = models.build_model(spec, input_shape=shape, num_classes=10).to(device)
+        self.model = openlth(models.build_model(spec, input_shape=shape, num_classes=10).to(device))
         self.mask = pruning.full_mask(self.model, models.default_ignore(spec))
         self.mask = {n: m.to(device) for n, m in self.mask.items()}
         self.params = dict(self.model.named_parameters())
@@ -162,8 +192,10 @@ class Floor(Engine):
     def flops_per_step(self) -> int:
         from torch.utils.flop_counter import FlopCounterMode
 
+        # The same products in torch's own ops, which the counter knows (it does not know oneDNN's).
+        model = openlth(copy.deepcopy(self.model))
         with FlopCounterMode(display=False) as counter:
-            self.step()
+            F.cross_entropy(model(self.x), self.y).backward()
         return counter.get_total_flops()
 
 

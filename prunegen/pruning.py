@@ -88,9 +88,12 @@ def bind(model: nn.Module, mask: Mask) -> Bound:
     The masks are converted to the parameter's dtype here, once: multiplying by a bool
     mask converts it on every call (a copy the size of the layer, three per step),
     and x * 1.0 and x * 0.0 are what x * True and x * False give, bit for bit.
+    Layers with nothing masked (every layer of a dense arm) are left out: x * 1.0 is x,
+    bit for bit, and the multiply costs a pass over the layer's gradient every step
+    (a tenth of an MLP's step).
     """
     params = dict(model.named_parameters())
-    return [(params[n], m.to(params[n].dtype)) for n, m in mask.items()]
+    return [(params[n], m.to(params[n].dtype)) for n, m in mask.items() if not bool(m.all())]
 
 
 @torch.no_grad()

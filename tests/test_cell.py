@@ -196,10 +196,12 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
     _same(cell_dir, clean_dir)
 
 
-def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu"):
+def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu",
+              model: str = "resnet20"):
     """A ResNet-20 trained on 64 synthetic CIFAR-shaped images with crops and flips: the
-    convolutional path on CPU (width 4 runs NCHW, width 16 channels_last). Two runs of
-    one `name` share its checkpoint."""
+    convolutional path on CPU (width 4 runs NCHW, width 16 channels_last); or, with
+    `model="mlp"`, a 3072-300-100-10 MLP whose first layer's products run in oneDNN.
+    Two runs of one `name` share its checkpoint."""
     from prunegen import models, pruning
     from prunegen.config import Schedule, Train
     from prunegen.data import Dataset
@@ -212,7 +214,9 @@ def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, d
     ds = Dataset("cifar10", x[:64], y[:64], x[64:], y[64:], 10, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True)
     splits = make_splits(ds, val_size=8, noise=0.0, noise_mode="other_class", seed=0, augment=True, device=device)
     torch.manual_seed(0)
-    model = models.build_model({"name": "resnet20"}, input_shape=(3, 32, 32), num_classes=10, width=width).to(device)
+    spec = {"name": model}
+    model = models.build_model(spec, input_shape=(3, 32, 32), num_classes=10,
+                               width=width if spec["name"] != "mlp" else None).to(device)
     if use_channels_last(model, torch.device(device)):  # as cell.run does
         model = model.to(memory_format=torch.channels_last)
     mask = pruning.full_mask(model, [])
@@ -256,7 +260,21 @@ def test_a_conv_model_trains_deterministically_on_cpu(tmp_path, width):
         assert not model.get_parameter(n)[m == 0].any()
 
 
-def test_a_channels_last_conv_model_resumes_bit_identically_on_cpu(tmp_path):
+def test_an_mlp_with_onednn_products_trains_deterministically_on_cpu(tmp_path):
+    from prunegen import kernels
+
+    model, mask, history = _conv_run(tmp_path, "a", epochs=2, model="mlp")
+    again, _, history_again = _conv_run(tmp_path, "b", epochs=2, model="mlp")
+    assert kernels.uses_onednn(torch.zeros(16, 3072), model.fc1.weight)  # a training batch's first product
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
+    for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(p, q), n
+    for n, m in mask.items():
+        assert not model.get_parameter(n)[m == 0].any()
+
+
+@pytest.mark.parametrize("model", ["resnet20", "mlp"])
+def test_a_channels_last_conv_model_or_a_onednn_mlp_resumes_bit_identically_on_cpu(tmp_path, model):
     class Killed(Exception):
         pass
 
@@ -265,10 +283,10 @@ def test_a_channels_last_conv_model_resumes_bit_identically_on_cpu(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        _conv_run(tmp_path, "killed", epochs=3, width=16, on_epoch=kill_in_epoch_2)
+        _conv_run(tmp_path, "killed", epochs=3, width=16, on_epoch=kill_in_epoch_2, model=model)
     assert torch.load(tmp_path / "killed.pt", weights_only=True)["epoch"] == 1
-    resumed, _, history = _conv_run(tmp_path, "killed", epochs=3, width=16)
-    straight, _, history_straight = _conv_run(tmp_path, "straight", epochs=3, width=16)
+    resumed, _, history = _conv_run(tmp_path, "killed", epochs=3, width=16, model=model)
+    straight, _, history_straight = _conv_run(tmp_path, "straight", epochs=3, width=16, model=model)
     assert len(history) == 3 and [h["train_loss"] for h in history] == [h["train_loss"] for h in history_straight]
     for (n, p), q in zip(resumed.state_dict().items(), straight.state_dict().values()):
         assert torch.equal(p, q), n

@@ -44,6 +44,15 @@ def test_pruning_never_revives_a_removed_weight():
         mask = new
 
 
+def test_binding_leaves_out_layers_with_nothing_masked():
+    m = mlp()
+    mask = pruning.full_mask(m, ())
+    assert pruning.bind(m, mask) == []  # a dense model: no per-step masking at all
+    mask["fc2.weight"][0, 0] = False
+    (p, b), = pruning.bind(m, mask)
+    assert p is dict(m.named_parameters())["fc2.weight"] and b.dtype == p.dtype and b.sum() == b.numel() - 1
+
+
 def test_random_pruning_matches_per_layer_counts_within_the_surviving_weights():
     m = mlp()
     mask = pruning.magnitude_prune(m, pruning.full_mask(m, ("output",)), 1500)

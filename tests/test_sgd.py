@@ -67,7 +67,10 @@ def test_a_step_is_a_few_multi_tensor_ops_whatever_the_number_of_parameters():
     params = list(net.parameters())
     assert len(params) == 65
     opt = SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    bound = pruning.bind(net, pruning.full_mask(net, []))
+    mask = pruning.full_mask(net, [])
+    mask = pruning.magnitude_prune(net, mask, pruning.total(mask) // 2)  # half of every layer's weights masked
+    bound = pruning.bind(net, mask)
+    assert len(bound) > 1
     counts = []
     for _ in range(3):  # the first step creates the momentum buffers, one clone per parameter
         torch.nn.functional.cross_entropy(net(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
