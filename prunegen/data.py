@@ -216,10 +216,14 @@ def _digits_arrays():
     return d.data, d.target
 
 
-def to_float(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """Normalise a (B, C, H, W) or (C, H, W) batch to float32 on its own device."""
+def to_float(x_uint8: torch.Tensor, mean, std, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalise a (B, C, H, W) or (C, H, W) batch to float32 on its own device; into
+    `out` (a float32 tensor of the batch's shape, in any memory format) when given, with
+    the same values bit for bit."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    if out is not None:
+        return out.copy_(x_uint8).sub_(m).div_(s)
     return (x_uint8.to(torch.float32) - m) / s
 
 

@@ -286,6 +286,17 @@ def test_to_float_normalises_per_channel():
     assert torch.equal(to_float(f, (5.0,), (2.0,)), torch.zeros(2, 1, 3, 3)) and torch.equal(f, torch.full((2, 1, 3, 3), 5.0))
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_to_float_into_a_buffer_gives_the_same_bits_in_any_memory_format(memory_format):
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)  # not exact in binary: rounding shows
+    buffer = torch.full((7, 3, 8, 8), float("nan")).contiguous(memory_format=memory_format)
+    y = to_float(x, mean, std, out=buffer[:5])  # an epoch's last, shorter batch
+    assert y.data_ptr() == buffer.data_ptr() and y.is_contiguous(memory_format=memory_format)
+    assert torch.equal(y, to_float(x, mean, std))
+    assert buffer[5:].isnan().all()
+
+
 # ---------------------------------------------------------------- augment_batch
 
 
