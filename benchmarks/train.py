@@ -81,10 +81,10 @@ class _OpenLTHResNet(models.CifarResNet):
 def openlth(model: torch.nn.Module) -> torch.nn.Module:
     """The same model (parameters, values) as OpenLTH writes it: torch's nn.Linear (MKL on
     CPU) and ReLUs that allocate their output, where prunegen's run in oneDNN and in place."""
-    parents = {kernels.Linear: torch.nn.Linear, models.BasicBlock: _OpenLTHBlock, models.CifarResNet: _OpenLTHResNet}
+    as_openlth = {kernels.Linear: torch.nn.Linear, models.BasicBlock: _OpenLTHBlock, models.CifarResNet: _OpenLTHResNet}
     for m in model.modules():
-        if type(m) in parents:
-            m.__class__ = parents[type(m)]  # same attributes, OpenLTH's forward
+        if type(m) in as_openlth:
+            m.__class__ = as_openlth[type(m)]  # same attributes, OpenLTH's forward
         elif isinstance(m, torch.nn.ReLU):
             m.inplace = False
     return model
