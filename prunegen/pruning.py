@@ -90,7 +90,7 @@ def bind(model: nn.Module, mask: Mask) -> Bound:
     and x * 1.0 and x * 0.0 are what x * True and x * False give, bit for bit.
     Layers with nothing masked (every layer of a dense arm) are left out: x * 1.0 is x,
     bit for bit, and the multiply costs a pass over the layer's gradient every step
-    (a tenth of an MLP's step).
+    (5-9% of an MLP's step on CPU).
     """
     params = dict(model.named_parameters())
     return [(params[n], m.to(params[n].dtype)) for n, m in mask.items() if not bool(m.all())]

@@ -196,8 +196,8 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
     _same(cell_dir, clean_dir)
 
 
-def _conv_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu",
-              model: str = "resnet20"):
+def _synthetic_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu",
+                   model: str = "resnet20"):
     """A ResNet-20 trained on 64 synthetic CIFAR-shaped images with crops and flips: the
     convolutional path on CPU (width 4 runs NCHW, width 16 channels_last); or, with
     `model="mlp"`, a 3072-300-100-10 MLP whose first layer's products run in oneDNN.
@@ -248,29 +248,30 @@ def test_channels_last_on_cuda_for_conv_nets_and_on_cpu_from_16_channels():
     assert not use_channels_last(mlp, cuda) and not use_channels_last(mlp, cpu)
 
 
+def _assert_same_training(run, again):
+    """Two (model, mask, history) runs: the same losses and the same bits, and the pruned
+    weights still exactly zero."""
+    (model, mask, history), (other, _, other_history) = run, again
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in other_history]
+    for (n, p), q in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(p, q), n
+    for n, m in mask.items():
+        assert not model.get_parameter(n)[m == 0].any(), n
+
+
 @pytest.mark.parametrize("width", [4, 16])
 def test_a_conv_model_trains_deterministically_on_cpu(tmp_path, width):
-    model, mask, history = _conv_run(tmp_path, "a", epochs=2, width=width)
-    again, _, history_again = _conv_run(tmp_path, "b", epochs=2, width=width)
-    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last) == (width == 16)
-    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
-    for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
-        assert torch.equal(p, q), n
-    for n, m in mask.items():  # pruned weights stayed at zero through training
-        assert not model.get_parameter(n)[m == 0].any()
+    run = _synthetic_run(tmp_path, "a", epochs=2, width=width)
+    assert run[0].conv.weight.is_contiguous(memory_format=torch.channels_last) == (width == 16)
+    _assert_same_training(run, _synthetic_run(tmp_path, "b", epochs=2, width=width))
 
 
 def test_an_mlp_with_onednn_products_trains_deterministically_on_cpu(tmp_path):
     from prunegen import kernels
 
-    model, mask, history = _conv_run(tmp_path, "a", epochs=2, model="mlp")
-    again, _, history_again = _conv_run(tmp_path, "b", epochs=2, model="mlp")
-    assert kernels.uses_onednn(torch.zeros(16, 3072), model.fc1.weight)  # a training batch's first product
-    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_again]
-    for (n, p), q in zip(model.state_dict().items(), again.state_dict().values()):
-        assert torch.equal(p, q), n
-    for n, m in mask.items():
-        assert not model.get_parameter(n)[m == 0].any()
+    run = _synthetic_run(tmp_path, "a", epochs=2, model="mlp")
+    assert kernels.uses_onednn(torch.zeros(16, 3072), run[0].fc1.weight)  # a training batch's first product
+    _assert_same_training(run, _synthetic_run(tmp_path, "b", epochs=2, model="mlp"))
 
 
 @pytest.mark.parametrize("model", ["resnet20", "mlp"])
@@ -283,13 +284,11 @@ def test_a_channels_last_conv_model_or_a_onednn_mlp_resumes_bit_identically_on_c
             raise Killed
 
     with pytest.raises(Killed):
-        _conv_run(tmp_path, "killed", epochs=3, width=16, on_epoch=kill_in_epoch_2, model=model)
+        _synthetic_run(tmp_path, "killed", epochs=3, width=16, on_epoch=kill_in_epoch_2, model=model)
     assert torch.load(tmp_path / "killed.pt", weights_only=True)["epoch"] == 1
-    resumed, _, history = _conv_run(tmp_path, "killed", epochs=3, width=16, model=model)
-    straight, _, history_straight = _conv_run(tmp_path, "straight", epochs=3, width=16, model=model)
-    assert len(history) == 3 and [h["train_loss"] for h in history] == [h["train_loss"] for h in history_straight]
-    for (n, p), q in zip(resumed.state_dict().items(), straight.state_dict().values()):
-        assert torch.equal(p, q), n
+    resumed = _synthetic_run(tmp_path, "killed", epochs=3, width=16, model=model)
+    assert len(resumed[2]) == 3
+    _assert_same_training(resumed, _synthetic_run(tmp_path, "straight", epochs=3, width=16, model=model))
 
 
 def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_masters(monkeypatch, tmp_path):
@@ -314,7 +313,7 @@ def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_mast
     splits = make_splits(ds, val_size=0, noise=0.0, noise_mode="other_class", seed=0, augment=False, device="cpu")
 
     def run(name):
-        model, mask, history = _conv_run(tmp_path, name, epochs=1, width=16)
+        model, mask, history = _synthetic_run(tmp_path, name, epochs=1, width=16)
         seen = []
         hook = model.fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
         loss, _ = training.evaluate(model, splits.test, splits, 4, channels_last=True)
@@ -335,7 +334,7 @@ def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_mast
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_conv_model_trains_on_cuda_channels_last_in_bf16_with_fp32_masters(tmp_path):
-    model, mask, history = _conv_run(tmp_path, "cuda", epochs=2, width=16, device="cuda")
+    model, mask, history = _synthetic_run(tmp_path, "cuda", epochs=2, width=16, device="cuda")
     assert model.conv.weight.is_cuda and model.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert len(history) == 2 and all(math.isfinite(h["train_loss"]) for h in history)

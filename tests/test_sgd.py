@@ -68,7 +68,7 @@ def test_a_step_is_a_few_multi_tensor_ops_whatever_the_number_of_parameters():
     assert len(params) == 65
     opt = SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
     mask = pruning.full_mask(net, [])
-    mask = pruning.magnitude_prune(net, mask, pruning.total(mask) // 2)  # half of every layer's weights masked
+    mask = pruning.magnitude_prune(net, mask, pruning.total(mask) // 2)  # half the weights masked, globally
     bound = pruning.bind(net, mask)
     assert len(bound) > 1
     counts = []
