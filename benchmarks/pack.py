@@ -72,7 +72,7 @@ def worker(rank: int, name: str, steps: int, warmup: int, device_name: str, barr
     def epoch(splits, tag) -> float:
         loss, _ = train_epoch(model, optimizer, bound, splits, hp, generator(rank, tag, device=device), 0,
                               channels_last=channels_last)
-        return float(loss)  # waits for the device
+        return loss  # train_epoch counts its loss on the host: the device is done
 
     epoch(_splits(case, warmup, device, 1000 + rank), "warmup")
     splits = _splits(case, steps, device, rank)

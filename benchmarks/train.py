@@ -1,17 +1,17 @@
 """The engine's training epoch against an OpenLTH-style reference loop, same process.
 
-Reference (what OpenLTH does): a torchvision-style dataset object that hands out PIL
-images, per-sample PIL transforms (random crop with 4 pixels of padding and horizontal
-flip for CIFAR; none for MNIST), ``ToTensor`` + ``Normalize``, a ``DataLoader`` with
-default workers (0) and shuffling, an NCHW fp32 model whose masks are applied before
+Reference (what OpenLTH does): torchvision's own dataset object (MNIST or CIFAR10),
+which hands out PIL images, per-sample PIL transforms (random crop with 4 pixels of
+padding and horizontal flip for CIFAR; none for MNIST), ``ToTensor`` + ``Normalize``, a
+``DataLoader`` with default workers (0) and shuffling, an NCHW fp32 model whose masks are applied before
 every forward pass, and ``torch.optim.SGD``; the model's layers and forward passes are
 OpenLTH's (``nn.Linear``, ReLUs that allocate their output).
 
 Engine: ``prunegen.training.train_epoch`` on the same model architecture, optimizer
 settings, batch size and number of steps, with the data as uint8 tensors on the device
 (augmentation as tensor ops, see prunegen/data.py), and its own kernel choices
-(channels_last convolutions, oneDNN linear layers in prunegen/kernels.py, ReLUs and
-residual adds in place).
+(channels_last convolutions, an MLP as one autograd node with its big products in
+oneDNN: prunegen/kernels.py, ReLUs and residual adds in place).
 
 Each repeat times one epoch of each, alternating which goes first; the figure is the
 median over repeats of reference time / engine time (and min/max). Synthetic pixels:
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunegen import kernels, models, pruning
+from prunegen import models, pruning
 from prunegen.config import Schedule, Train
 from prunegen.data import Dataset, to_float
 from prunegen.seeds import generator
@@ -64,6 +64,14 @@ def synthetic(shape, n: int, seed: int = 0) -> Dataset:
     return x, y
 
 
+class _OpenLTHMLP(models.MLP):
+    def forward(self, x):  # OpenLTH's mnist_lenet Model.forward: a module call per layer
+        x = x.view(x.size(0), -1)
+        for i in range(self.num_hidden):
+            x = F.relu(getattr(self, f"fc{i + 1}")(x))
+        return self.output(x)
+
+
 class _OpenLTHBlock(models.BasicBlock):
     def forward(self, x):  # OpenLTH's cifar_resnet Block.forward
         out = F.relu(self.bn1(self.conv1(x)))
@@ -79,9 +87,10 @@ class _OpenLTHResNet(models.CifarResNet):
 
 
 def openlth(model: torch.nn.Module) -> torch.nn.Module:
-    """The same model (parameters, values) as OpenLTH writes it: torch's nn.Linear (MKL on
-    CPU) and ReLUs that allocate their output, where prunegen's run in oneDNN and in place."""
-    as_openlth = {kernels.Linear: torch.nn.Linear, models.BasicBlock: _OpenLTHBlock, models.CifarResNet: _OpenLTHResNet}
+    """The same model (parameters, values) with OpenLTH's forward passes: a Linear and a
+    ReLU module call per layer (MKL's products on CPU), ReLUs that allocate their output,
+    where prunegen runs an MLP as one node in oneDNN and its ReLUs in place."""
+    as_openlth = {models.MLP: _OpenLTHMLP, models.BasicBlock: _OpenLTHBlock, models.CifarResNet: _OpenLTHResNet}
     for m in model.modules():
         if type(m) in as_openlth:
             m.__class__ = as_openlth[type(m)]  # same attributes, OpenLTH's forward
@@ -90,22 +99,20 @@ def openlth(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class PILDataset(torch.utils.data.Dataset):
-    """torchvision's CIFAR10/MNIST __getitem__: a uint8 HWC array -> PIL image -> transform."""
+def torchvision_dataset(x: torch.Tensor, y: torch.Tensor, transform) -> torch.utils.data.Dataset:
+    """torchvision's own MNIST or CIFAR10 object holding the synthetic images as it holds
+    the files it reads (a uint8 tensor of rows and a tensor of labels; a numpy HWC array
+    and a list), so that the reference runs its __getitem__: image -> PIL -> transform."""
+    from torchvision import datasets
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
-        from PIL import Image
-
-        self.images = x.permute(0, 2, 3, 1).squeeze(-1).numpy() if x.shape[1] == 1 else x.permute(0, 2, 3, 1).numpy()
-        self.targets = y.tolist()
-        self.transform, self.Image = transform, Image
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        img = self.Image.fromarray(self.images[i], mode="L" if self.images.ndim == 3 else "RGB")
-        return self.transform(img), self.targets[i]
+    if x.shape[1] == 1:
+        ds = datasets.MNIST.__new__(datasets.MNIST)  # not __init__: it reads the files from disk
+        ds.data, ds.targets = x[:, 0].clone(), y.clone()
+    else:
+        ds = datasets.CIFAR10.__new__(datasets.CIFAR10)
+        ds.data, ds.targets = x.permute(0, 2, 3, 1).numpy().copy(), y.tolist()
+    ds.transform, ds.target_transform = transform, None
+    return ds
 
 
 class Reference:
@@ -117,7 +124,7 @@ class Reference:
         spec, shape, mean, std, augment, momentum, wd = CASES[case]
         tf = [T.RandomCrop(shape[-1], padding=4), T.RandomHorizontalFlip()] if augment else []
         tf += [T.ToTensor(), T.Normalize([m / 255 for m in mean], [s / 255 for s in std])]
-        self.loader = torch.utils.data.DataLoader(PILDataset(x, y, T.Compose(tf)), batch_size=batch_size,
+        self.loader = torch.utils.data.DataLoader(torchvision_dataset(x, y, T.Compose(tf)), batch_size=batch_size,
                                                   shuffle=True, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(0)
         self.model = openlth(models.build_model(spec, input_shape=shape, num_classes=10).to(device))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from prunegen.kernels import Linear
+from prunegen import kernels
 
 MODEL_NAMES = ("mlp", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
 
@@ -42,14 +42,17 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [in_features, *hidden]
         for i in range(len(hidden)):
-            self.add_module(f"fc{i + 1}", Linear(sizes[i], sizes[i + 1]))
-        self.output = Linear(sizes[-1], num_classes)
+            self.add_module(f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1]))
+        self.output = nn.Linear(sizes[-1], num_classes)
         self.num_hidden = len(hidden)
 
     def forward(self, x):
         x = x.flatten(1)  # reshape, so channels_last inputs work too
-        for i in range(self.num_hidden):  # fixed at build time: compile unrolls it
-            x = F.relu(getattr(self, f"fc{i + 1}")(x))
+        layers = [getattr(self, f"fc{i + 1}") for i in range(self.num_hidden)] + [self.output]
+        if kernels.fuses(x):  # fp32 on CPU: one autograd node, big products in oneDNN
+            return kernels.mlp(x, [m.weight for m in layers], [m.bias for m in layers])
+        for layer in layers[:-1]:
+            x = F.relu(layer(x))
         return self.output(x)
 
 
@@ -93,7 +96,7 @@ class CifarResNet(nn.Module):
                 blocks.append(BasicBlock(f_in, f_out, stride))
                 f_in = f_out
         self.blocks = nn.Sequential(*blocks)
-        self.fc = Linear(4 * width, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
 
     def forward(self, x):
         out = self.blocks(F.relu(self.bn(self.conv(x)), inplace=True))
@@ -113,7 +116,7 @@ class CifarVGG(nn.Module):
                 layers += [nn.Conv2d(f_in, item, 3, padding=1), nn.BatchNorm2d(item), nn.ReLU(inplace=True)]
                 f_in = item
         self.features = nn.Sequential(*layers)
-        self.classifier = Linear(f_in, num_classes)
+        self.classifier = nn.Linear(f_in, num_classes)
 
     def forward(self, x):
         # OpenLTH avg-pools the final 2x2 map of a 32x32 input: the same as a global mean.

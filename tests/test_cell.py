@@ -227,6 +227,43 @@ def _synthetic_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=No
     return model, mask, history
 
 
+@pytest.mark.parametrize("hidden", [[300, 100], [20]])  # the first product in oneDNN, or in torch's own
+def test_an_epochs_loss_and_correct_count_are_its_batches_in_step_order(hidden):
+    """train_epoch counts after the epoch what a running total on the device counted:
+    with the LR at 0 the model stays put, so every batch can be scored again afterwards."""
+    import torch.nn.functional as F
+
+    from prunegen import models
+    from prunegen.config import Schedule, Train
+    from prunegen.data import Dataset, to_float
+    from prunegen.splits import make_splits
+    from prunegen.training import make_optimizer, train_epoch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (100, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (100,), generator=g)
+    ds = Dataset("mnist", x, y, x[:4], y[:4], 10, (33.3,), (78.6,), False)
+    splits = make_splits(ds, val_size=0, noise=0.0, noise_mode="other_class", seed=0, augment=False, device="cpu")
+    hp = Train(epochs=1, batch_size=32, lr=0.0, schedule=Schedule(kind="constant"))  # 4 steps, the last of 4
+    torch.manual_seed(0)
+    model = models.build_model({"name": "mlp", "hidden": hidden}, input_shape=(1, 28, 28), num_classes=10)
+    before = [p.clone() for p in model.parameters()]
+    g = torch.Generator().manual_seed(7)
+    perm = torch.randperm(len(splits.train), generator=g.clone_state())
+    loss_sum, correct = train_epoch(model, make_optimizer(model, hp), [], splits, hp, g, 0)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+    want_loss, want_correct = torch.zeros(()), 0
+    with torch.no_grad():
+        for i in range(0, len(perm), hp.batch_size):
+            idx = perm[i:i + hp.batch_size]
+            out = model(to_float(splits.train.x[idx], splits.mean, splits.std))
+            want_loss += F.cross_entropy(out, splits.train.y[idx]) * len(idx)
+            want_correct += int((out.argmax(1) == splits.train.y[idx]).sum())
+    assert loss_sum == float(want_loss)  # the same fp32 sums, bit for bit
+    assert correct == want_correct and 0 < correct < len(perm)
+
+
 def test_channels_last_on_cuda_for_conv_nets_and_on_cpu_from_16_channels():
     from prunegen import models
     from prunegen.training import use_channels_last
@@ -305,7 +342,8 @@ def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_mast
         warnings.simplefilter("ignore")  # "CUDA is not available ... Disabling autocast"
         cuda = training.autocast(torch.device("cuda"))
     assert (cuda.device, cuda.fast_dtype, cuda._enabled) == ("cuda", torch.bfloat16, torch.cuda.is_available())
-    assert not training.autocast(torch.device("cpu"))._enabled
+    with training.autocast(torch.device("cpu")):  # off on CPU: plain fp32
+        assert not torch.is_autocast_enabled("cpu")
 
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     y = torch.zeros(8, dtype=torch.long)
