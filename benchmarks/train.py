@@ -17,6 +17,11 @@ Each repeat times one epoch of each, alternating which goes first; the figure is
 median over repeats of reference time / engine time (and min/max). Synthetic pixels:
 speed does not depend on what the images show.
 
+A second figure runs the same two loops each in a process of its own, one epoch at a
+time, alternated: the engine's process set up as `prunegen run-cell` sets up a cell job
+(it keeps the memory it frees: prunegen/allocator.py), the reference's with the C
+library's defaults. One shared process cannot show a process-wide setting.
+
 A third loop, the compute floor, runs only the engine's model and optimizer (same
 memory format, one fixed batch already normalised on the device, no data path, no
 masks): reference / floor is the best ratio any data path could reach with these
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunegen import models, pruning
+from prunegen import allocator, models, pruning
 from prunegen.config import Schedule, Train
 from prunegen.data import Dataset, to_float
 from prunegen.seeds import generator
@@ -211,6 +217,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _worker(case: str, steps: int, batch_size: int, device: str, kind: str, conn) -> None:
+    """One loop in a process of its own, set up as it runs: the engine as `prunegen
+    run-cell` sets up a cell job (prunegen/allocator.py), the reference with the C
+    library's defaults. Times an epoch whenever told to."""
+    if kind == "engine":
+        allocator.keep_freed_memory()
+    x, y = synthetic(CASES[case][1], steps * batch_size)
+    loop = {"reference": Reference, "engine": Engine}[kind](case, x, y, batch_size, torch.device(device))
+    loop.epoch()  # warm-up
+    conn.send(None)
+    while conn.recv():
+        t0 = time.perf_counter()
+        loop.epoch()
+        conn.send(time.perf_counter() - t0)
+
+
+def measure_processes(case: str, steps: int, batch_size: int, repeats: int, device: torch.device) -> list[float]:
+    """Reference / engine epoch-time ratios with each loop in a process of its own, one
+    epoch at a time, alternated: what a process-wide setting (the cell job's allocator)
+    is worth, which one shared process cannot show."""
+    ctx = multiprocessing.get_context("spawn")
+    conns = {}
+    for kind in ("reference", "engine"):
+        here, there = ctx.Pipe()
+        ctx.Process(target=_worker, args=(case, steps, batch_size, str(device), kind, there), daemon=True).start()
+        conns[kind] = here
+    for conn in conns.values():
+        conn.recv()  # both warmed up
+    times = {k: [] for k in conns}
+    for i in range(repeats):
+        for k in (list(conns) if i % 2 == 0 else list(conns)[::-1]):
+            conns[k].send(True)
+            times[k].append(conns[k].recv())
+    for conn in conns.values():
+        conn.send(False)
+    return [r / e for r, e in zip(times["reference"], times["engine"])]
+
+
 def measure(case: str, steps: int, batch_size: int, repeats: int, device: torch.device) -> dict:
     x, y = synthetic(CASES[case][1], steps * batch_size)
     runs = {"reference": Reference(case, x, y, batch_size, device), "engine": Engine(case, x, y, batch_size, device),
@@ -246,6 +290,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cases", nargs="*", help="default: the CPU cases, or all on CUDA")
     p.add_argument("--steps", type=int, help="steps per epoch (default: per case)")
+    p.add_argument("--no-processes", action="store_true",
+                   help="skip the second measurement, each loop in a process of its own set up as it runs")
     args = p.parse_args()
     device = torch.device(args.device)
     default_steps = {"lenet300-mnist": 100, "resnet20-cifar10": 20, "vgg16-cifar10": 10} if device.type == "cpu" \
@@ -253,13 +299,21 @@ def main() -> None:
     cases = args.cases or (["lenet300-mnist", "resnet20-cifar10"] + (["vgg16-cifar10"] if device.type == "cuda" else []))
     results = []
     for case in cases:
-        r = measure(case, args.steps or default_steps[case], 128, args.repeats, device)
+        steps = args.steps or default_steps[case]
+        r = measure(case, steps, 128, args.repeats, device)
         results.append(r)
         print(f"{case:17s} {r['device']}: engine {r['engine_s']:.3f} s vs reference {r['reference_s']:.3f} s per "
               f"{r['steps']}-step epoch -> {r['ratio_median']:.2f}x (min {r['ratio_min']:.2f}, max {r['ratio_max']:.2f}, "
               f"{r['repeats']} repeats, {r['threads']} threads)\n{'':17s} compute floor {r['floor_s']:.3f} s "
               f"(reference / floor {r['ceiling_ratio_median']:.2f}x: the most any data path could give); engine "
               f"{r['engine_gflops']:.0f} GFLOP/s, {'channels_last' if r['channels_last'] else 'NCHW'}", flush=True)
+        if not args.no_processes:
+            ratios = measure_processes(case, steps, 128, args.repeats, device)
+            r.update(process_ratio_median=statistics.median(ratios), process_ratio_min=min(ratios),
+                     process_ratio_max=max(ratios), process_ratios=ratios)
+            print(f"{'':17s} each in its own process, the engine's set up as a cell job's (allocator): "
+                  f"{r['process_ratio_median']:.2f}x (min {r['process_ratio_min']:.2f}, max {r['process_ratio_max']:.2f})",
+                  flush=True)
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
     path = out / f"train-{device.type}.json"

@@ -21,8 +21,10 @@ def _load(args):
 
 
 def cmd_run_cell(args) -> None:
+    from . import allocator
     from .cell import run_cell
 
+    allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
     study = _load(args)
     path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
     print(path)
