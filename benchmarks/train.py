@@ -17,10 +17,12 @@ Each repeat times one epoch of each, alternating which goes first; the figure is
 median over repeats of reference time / engine time (and min/max). Synthetic pixels:
 speed does not depend on what the images show.
 
-A second figure runs the same two loops each in a process of its own, one epoch at a
-time, alternated: the engine's process set up as `prunegen run-cell` sets up a cell job
-(it keeps the memory it frees: prunegen/allocator.py), the reference's with the C
-library's defaults. One shared process cannot show a process-wide setting.
+With --processes, a second figure runs the same two loops each in a process of its own,
+one epoch at a time, alternated: the engine's process set up as `prunegen run-cell` sets
+up a cell job (it keeps the memory it frees: prunegen/allocator.py), the reference's with
+the C library's defaults. One shared process cannot show a process-wide setting; but
+short epochs (LeNet's, under 0.1 s) come out slower in a process that has waited for
+another than back to back in one process, so this figure is for the conv nets.
 
 A third loop, the compute floor, runs only the engine's model and optimizer (same
 memory format, one fixed batch already normalised on the device, no data path, no
@@ -29,6 +31,7 @@ kernels, and the engine's GFLOP/s (FLOPs of one step counted by
 ``torch.utils.flop_counter``) says how close the kernels themselves run to the machine.
 
     .venv/bin/python benchmarks/train.py                    # CPU cases
+    .venv/bin/python benchmarks/train.py --processes        # + each loop in its own process
     .venv/bin/python benchmarks/train.py --device cuda      # + VGG-16, on a GPU
 """
 
@@ -290,8 +293,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cases", nargs="*", help="default: the CPU cases, or all on CUDA")
     p.add_argument("--steps", type=int, help="steps per epoch (default: per case)")
-    p.add_argument("--no-processes", action="store_true",
-                   help="skip the second measurement, each loop in a process of its own set up as it runs")
+    p.add_argument("--processes", action="store_true",
+                   help="also measure with each loop in a process of its own, set up as it runs")
     args = p.parse_args()
     device = torch.device(args.device)
     default_steps = {"lenet300-mnist": 100, "resnet20-cifar10": 20, "vgg16-cifar10": 10} if device.type == "cpu" \
@@ -307,7 +310,7 @@ def main() -> None:
               f"{r['repeats']} repeats, {r['threads']} threads)\n{'':17s} compute floor {r['floor_s']:.3f} s "
               f"(reference / floor {r['ceiling_ratio_median']:.2f}x: the most any data path could give); engine "
               f"{r['engine_gflops']:.0f} GFLOP/s, {'channels_last' if r['channels_last'] else 'NCHW'}", flush=True)
-        if not args.no_processes:
+        if args.processes:
             ratios = measure_processes(case, steps, 128, args.repeats, device)
             r.update(process_ratio_median=statistics.median(ratios), process_ratio_min=min(ratios),
                      process_ratio_max=max(ratios), process_ratios=ratios)
