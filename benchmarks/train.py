@@ -3,9 +3,9 @@
 Reference (what OpenLTH does): torchvision's own dataset object (MNIST or CIFAR10),
 which hands out PIL images, per-sample PIL transforms (random crop with 4 pixels of
 padding and horizontal flip for CIFAR; none for MNIST), ``ToTensor`` + ``Normalize``, a
-``DataLoader`` with default workers (0) and shuffling, an NCHW fp32 model whose masks are applied before
-every forward pass, and ``torch.optim.SGD``; the model's layers and forward passes are
-OpenLTH's (``nn.Linear``, ReLUs that allocate their output).
+``DataLoader`` with default workers (0) and shuffling, an NCHW fp32 model whose masks
+are applied before every forward pass, and ``torch.optim.SGD``; the model's layers and
+forward passes are OpenLTH's (``nn.Linear``, ReLUs that allocate their output).
 
 Engine: ``prunegen.training.train_epoch`` on the same model architecture, optimizer
 settings, batch size and number of steps, with the data as uint8 tensors on the device
@@ -220,6 +220,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _alternated(epochs: dict, repeats: int) -> dict[str, list[float]]:
+    """Each repeat times one epoch of each (`epochs`: name -> a call that runs one and
+    returns its seconds), the order reversed every other repeat."""
+    times = {k: [] for k in epochs}
+    for i in range(repeats):
+        for k in (list(epochs) if i % 2 == 0 else list(epochs)[::-1]):
+            times[k].append(epochs[k]())
+    return times
+
+
 def _worker(case: str, steps: int, batch_size: int, device: str, kind: str, conn) -> None:
     """One loop in a process of its own, set up as it runs: the engine as `prunegen
     run-cell` sets up a cell job (prunegen/allocator.py), the reference with the C
@@ -248,11 +258,12 @@ def measure_processes(case: str, steps: int, batch_size: int, repeats: int, devi
         conns[kind] = here
     for conn in conns.values():
         conn.recv()  # both warmed up
-    times = {k: [] for k in conns}
-    for i in range(repeats):
-        for k in (list(conns) if i % 2 == 0 else list(conns)[::-1]):
-            conns[k].send(True)
-            times[k].append(conns[k].recv())
+
+    def epoch(conn) -> float:
+        conn.send(True)
+        return conn.recv()
+
+    times = _alternated({k: lambda conn=conn: epoch(conn) for k, conn in conns.items()}, repeats)
     for conn in conns.values():
         conn.send(False)
     return [r / e for r, e in zip(times["reference"], times["engine"])]
@@ -264,13 +275,13 @@ def measure(case: str, steps: int, batch_size: int, repeats: int, device: torch.
             "floor": Floor(case, x, y, batch_size, device)}
     for r in runs.values():  # warm-up: allocator, kernels, first-call costs
         r.epoch()
-    times = {k: [] for k in runs}
-    for i in range(repeats):
-        order = list(runs) if i % 2 == 0 else list(runs)[::-1]
-        for k in order:
-            t0 = time.perf_counter()
-            runs[k].epoch()
-            times[k].append(time.perf_counter() - t0)
+
+    def epoch(run) -> float:
+        t0 = time.perf_counter()
+        run.epoch()
+        return time.perf_counter() - t0
+
+    times = _alternated({k: lambda run=run: epoch(run) for k, run in runs.items()}, repeats)
     ratios = [r / e for r, e in zip(times["reference"], times["engine"])]
     ceiling = [r / f for r, f in zip(times["reference"], times["floor"])]
     gflop = runs["floor"].flops_per_step() * steps / 1e9

@@ -41,8 +41,8 @@ def fuses(x: torch.Tensor) -> bool:
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_matmul is not None and x.device.type == "cpu" and x.dim() == 2
-            and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    """Whether the product of a batch `x` (rows, in) and `weight` (out, in) runs in oneDNN."""
+    return (_matmul is not None and fuses(x) and x.dim() == 2 and weight.dtype == torch.float32
             and x.shape[0] * weight.numel() >= ONEDNN_MIN_MACS)
 
 

@@ -177,8 +177,8 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
     correct = int((torch.cat(outputs).argmax(1) == labels).sum())
     # Summed in step order in fp32, as a running total on the device was: the same bits.
     loss_sum = np.float32(0)
-    for loss, size in zip(torch.stack(losses).cpu().numpy(), [bs] * (steps - 1) + [n - bs * (steps - 1)]):
-        loss_sum += loss * np.float32(size)
+    for loss, out in zip(torch.stack(losses).cpu().numpy(), outputs):
+        loss_sum += loss * np.float32(len(out))
     return float(loss_sum), correct
 
 
