@@ -45,7 +45,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_results(args) -> None:
-    from .claims import build
+    from .verdicts.page import build
 
     for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables):
         print(path)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
         expected += (DatasetError, MissingParentError, CheckpointError)
     elif args.command == "results":
-        from .claims import TablesError
+        from .verdicts.page import TablesError
 
         expected += (TablesError,)
     try:

@@ -1,7 +1,10 @@
 """Figures of a study, drawn from its merged tables (`prunegen.analysis.merge`).
 
 One figure per question, facets by noise (columns) and benchmark (rows), error bars
-= 95% Student-t interval over seeds. Sparsity is the nominal sparsity of the level
+= 95% Student-t interval over seeds, clipped to the range of a bounded quantity (an
+error or a memorization rate stays in [0, 1], a loss above 0: with few seeds the
+t-interval overshoots it), and each seed's own value as a faint point beside the mean.
+Sparsity is the nominal sparsity of the level
 (x positions are levels, so every pruning round gets the same room; tick labels give
 the sparsity in percent). Each figure is written as PNG and PDF, atomically, into
 `results/<study>/figures/`. Every figure renders on a partial study: missing arms,
@@ -10,6 +13,7 @@ noise levels or seeds leave gaps, never errors.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,28 @@ from .config import ARMS, Study
 
 FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity", "completeness")
 DECOMPOSITION_ARMS = ("imp", "extended", "downscaled", "downscaled_extended")
-CI_NOTE = "mean and 95% CI over seeds"
+CI_NOTE = "mean and 95% CI over seeds, clipped to the metric's range; dots: seeds"
+# The range of each plotted quantity: intervals are clipped to it.
+BOUNDS = {"test_error": (0.0, 1.0), "dense_test_error": (0.0, 1.0), "memorization": (0.0, 1.0),
+          "train_loss": (0.0, np.inf), "nominal_sparsity": (0.0, 100.0)}  # optimal_sparsity plots percent
+_drawn: list[dict] | None = None  # what `recording` collects
+
+
+@contextlib.contextmanager
+def recording():
+    """Collect what every figure drawn inside it plots: one dict per error bar or seed
+    point set (figure, metric, mean, low, high / values), for the tests to check."""
+    global _drawn
+    outer, _drawn = _drawn, []
+    try:
+        yield _drawn
+    finally:
+        _drawn = outer
+
+
+def _record(**what) -> None:
+    if _drawn is not None:
+        _drawn.append(what)
 
 
 def _plt():
@@ -99,24 +124,45 @@ def _fraction(study: Study, benchmark: str) -> float:
     return bm.prune.fraction if bm is not None else 0.2
 
 
-def _errorbar(ax, x, df: pd.DataFrame, metric: str, **kw) -> None:
-    mean = df[f"{metric}_mean"].to_numpy(float)
-    lo = np.nan_to_num(mean - df[f"{metric}_ci_low"].to_numpy(float))
-    hi = np.nan_to_num(df[f"{metric}_ci_high"].to_numpy(float) - mean)
-    ax.errorbar(x, mean, yerr=[lo, hi], marker="o", ms=4, lw=1.4, capsize=2.5, **kw)
+def _errorbar(ax, x, df: pd.DataFrame, metric: str, column: str | None = None, **kw) -> None:
+    """Mean and interval of `column` (default: `metric`) of a mean_ci table, clipped to
+    BOUNDS[metric]."""
+    column = column or metric
+    low_bound, high_bound = BOUNDS.get(metric, (-np.inf, np.inf))
+    mean = df[f"{column}_mean"].to_numpy(float)
+    low = np.clip(df[f"{column}_ci_low"].to_numpy(float), low_bound, high_bound)
+    high = np.clip(df[f"{column}_ci_high"].to_numpy(float), low_bound, high_bound)
+    _record(kind="interval", metric=metric, mean=mean, low=low, high=high)
+    yerr = [np.nan_to_num(np.maximum(mean - low, 0)), np.nan_to_num(np.maximum(high - mean, 0))]
+    ax.errorbar(x, mean, yerr=yerr, marker="o", ms=4, lw=1.4, capsize=2.5, **kw)
 
 
-def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...]) -> None:
+def _seed_points(ax, positions: dict, seeds: pd.DataFrame | None, key: str, metric: str, color) -> None:
+    """Each seed's value of `metric` (rows of `seeds`), at the x position of its `key`
+    (level, noise) in `positions`."""
+    if seeds is None or seeds.empty or metric not in seeds:
+        return
+    at = seeds[key].map(positions)
+    ok = at.notna() & seeds[metric].notna()
+    _record(kind="seeds", metric=metric, values=seeds.loc[ok, metric].to_numpy(float))
+    ax.scatter(at[ok], seeds.loc[ok, metric], s=9, color=color, alpha=0.35, lw=0, zorder=2)
+
+
+def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...], seeds: pd.DataFrame | None = None) -> None:
     """`metric` vs level for each arm, every curve starting at the shared dense level 0
-    (drawn once; dashed line: dense), arms dodged sideways so their error bars stay apart."""
+    (drawn once; dashed line: dense), arms dodged sideways so their error bars stay apart;
+    `seeds` (summary rows of the same panel) adds each seed's value."""
     palette, dense = _palette(), df[df["arm"] == "dense"]
+    of_arm = (lambda arm: seeds[seeds["arm"] == arm]) if seeds is not None else (lambda arm: None)
     if len(dense) and not dense[f"{metric}_mean"].isna().all():
         ax.axhline(dense[f"{metric}_mean"].iloc[0], color=palette["dense"], ls="--", lw=0.9)
         _errorbar(ax, dense["level"], dense, metric, color=palette["dense"], label="dense", zorder=3)
+        _seed_points(ax, {0: 0.0}, of_arm("dense"), "level", metric, palette["dense"])
     present = [a for a in arms if a != "dense" and (df["arm"] == a).any()]
     for i, arm in enumerate(present):
         d = df[df["arm"] == arm].sort_values("level")
         x = d["level"] + 0.1 * (i - (len(present) - 1) / 2)
+        _seed_points(ax, dict(zip(d["level"], x)), of_arm(arm), "level", metric, palette[arm])
         if len(dense):  # the line starts at dense, without repeating its error bar
             ax.plot([0, x.iloc[0]], [dense[f"{metric}_mean"].iloc[0], d[f"{metric}_mean"].iloc[0]],
                     color=palette[arm], lw=1.4)
@@ -125,14 +171,16 @@ def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...]) -> None:
 
 
 def _faceted(study: Study, table: pd.DataFrame, metric: str, ylabel: str, title: str,
-             empty: str = "no complete cells yet"):
-    """One panel per (benchmark, noise), `metric` vs sparsity per arm."""
+             empty: str = "no complete cells yet", seeds: pd.DataFrame | None = None):
+    """One panel per (benchmark, noise), `metric` vs sparsity per arm (with each seed's
+    value from `seeds`, summary rows, where given)."""
     if table.empty or table[f"{metric}_mean"].isna().all():
         return _empty(title, empty)
     benchmarks, noises = sorted(table["benchmark"].unique()), sorted(table["noise"].unique())
     fig, axes, panels = _facets(benchmarks, noises, f"{title}\n({CI_NOTE})")
     for b, f, ax in panels:
-        _curves(ax, table[(table["benchmark"] == b) & (table["noise"] == f)], metric, ARMS)
+        panel = (lambda df: df[(df["benchmark"] == b) & (df["noise"] == f)])  # noqa: E731
+        _curves(ax, panel(table), metric, ARMS, panel(seeds) if seeds is not None else None)
         _sparsity_ticks(ax, _fraction(study, b), study.levels)
         ax.set(title=f"{b}, noise {f:g}", xlabel="sparsity (%)", ylabel=ylabel)
     _legend(fig, axes)
@@ -140,16 +188,19 @@ def _faceted(study: Study, table: pd.DataFrame, metric: str, ylabel: str, title:
 
 
 def plot_test_error(study: Study, t: dict[str, pd.DataFrame]):
-    return _faceted(study, t["headline"], "test_error", "test error", "Test error vs sparsity")
+    return _faceted(study, t["headline"], "test_error", "test error", "Test error vs sparsity", seeds=t.get("summary"))
 
 
 def plot_train_loss(study: Study, t: dict[str, pd.DataFrame]):
-    return _faceted(study, t["headline"], "train_loss", "training loss", "Training loss vs sparsity")
+    return _faceted(study, t["headline"], "train_loss", "training loss", "Training loss vs sparsity",
+                    seeds=t.get("summary"))
 
 
 def plot_memorization(study: Study, t: dict[str, pd.DataFrame]):
+    summary = t.get("summary")
     return _faceted(study, t["memorization"].query("noise > 0"), "memorization", "memorization",
-                    "Memorization of noisy labels vs sparsity", "no complete cell with noisy labels (noise > 0) yet")
+                    "Memorization of noisy labels vs sparsity", "no complete cell with noisy labels (noise > 0) yet",
+                    seeds=summary[summary["noise"] > 0] if summary is not None else None)
 
 
 def _scatter(ax, summary: pd.DataFrame, metric: str, label: str, norm):
@@ -192,7 +243,8 @@ def plot_decomposition(study: Study, t: dict[str, pd.DataFrame]):
             points = _scatter(ax, summary[(summary["benchmark"] == b) & (summary["noise"] == f)], m, what[m],
                               norm) or points
             continue
-        _curves(ax, head[(head["benchmark"] == b) & (head["noise"] == f)], m, ("dense", *DECOMPOSITION_ARMS))
+        panel = (lambda df: df[(df["benchmark"] == b) & (df["noise"] == f)])  # noqa: E731
+        _curves(ax, panel(head), m, ("dense", *DECOMPOSITION_ARMS), panel(summary))
         _sparsity_ticks(ax, _fraction(study, b), study.levels)
         ax.set(xlabel="sparsity (%)", ylabel=what[m])
     if points is not None:
@@ -220,6 +272,10 @@ def plot_optimal_sparsity(study: Study, t: dict[str, pd.DataFrame]):
             x = d["noise"].map(pos) + 0.08 * (k - (len(arms) - 1) / 2)
             _errorbar(axes[i, 0], x, d, "nominal_sparsity", color=palette[arm], label=arm)
             _errorbar(axes[i, 1], x, d, "test_error", color=palette[arm], label=arm)
+            seeds = opt[(opt["benchmark"] == b) & (opt["arm"] == arm)].assign(
+                nominal_sparsity=lambda o: 100 * o["nominal_sparsity"])
+            _seed_points(axes[i, 0], dict(zip(d["noise"], x)), seeds, "noise", "nominal_sparsity", palette[arm])
+            _seed_points(axes[i, 1], dict(zip(d["noise"], x)), seeds, "noise", "test_error", palette[arm])
         dense = sb.drop_duplicates("noise")
         _errorbar(axes[i, 1], dense["noise"].map(pos), dense, "dense_test_error", color=palette["dense"],
                   ls="--", label="dense")
@@ -292,5 +348,6 @@ def draw_from(study: Study, tables: dict[str, pd.DataFrame], out_dir: Path, name
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
+        _record(kind="figure", name=name)
         paths += _save(globals()[f"plot_{name}"](study, tables), out_dir, name, formats, dpi)
     return paths

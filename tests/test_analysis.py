@@ -3,6 +3,7 @@ into tables, checked against values recomputed by hand from the cells' own recor
 then drawn; status on a damaged copy."""
 
 import io
+import re
 import json
 import shutil
 
@@ -240,40 +241,85 @@ def test_a_dense_only_study_with_no_levels_merges_and_draws(tmp_path):
 # ---------------------------------------------------------------- the results page
 
 def _page(study, tables, out):
-    from prunegen import claims
+    from prunegen.verdicts import page
 
-    paths = claims.build(study, out / "results.md", "study.yaml", tables_from=study.root / "tables")
+    paths = page.build(study, out / "results.md", "study.yaml", tables_from=study.root / "tables")
     return paths, out / "results.md"
 
 
-def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp_path):
-    from prunegen import claims
+def page_numbers_in_tables(text: str, tables_dir, benchmark: str | None = None) -> list[str]:
+    """The numbers printed on a page (or on one benchmark's section of it) that none of
+    the page's tables (that benchmark's rows) holds, formatted as the page formats them."""
+    from prunegen.verdicts import page, paper
 
-    _, page = _page(study, tables, tmp_path)
-    text = page.read_text()
-    in_tables = {claims.pct(v) for name in ("headline", "memorization")
-                 for v in tables[name].select_dtypes("number").to_numpy().ravel()}
-    printed = claims.numbers(text)
-    assert len(printed) > 40
-    assert set(printed) <= in_tables, sorted(set(printed) - in_tables)[:5]
+    if benchmark is not None:
+        text = text.split(f"## Benchmark `{benchmark}`")[1].split("\n## ")[0]
+    known = set()
+    for name in (*page.TABLES, "verdicts"):
+        df = pd.read_parquet(tables_dir / f"{name}.parquet")
+        if benchmark is not None and "benchmark" in df:
+            df = df[df["benchmark"] == benchmark]
+        values = df.select_dtypes("number").to_numpy(float).ravel()
+        known |= {page.pct(v) for v in values} | {page.num(v) for v in values}
+    quoted = {f"{abs(q.figure) * 100:.2f}%" for q in paper.QUOTED} | {"2.81%"}
+    return [n for n in page.numbers(text) if n not in known and n not in quoted]
+
+
+def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp_path):
+    from prunegen.verdicts import page, rules
+
+    _, path = _page(study, tables, tmp_path)
+    text = path.read_text()
+    assert len(page.numbers(text)) > 40
+    assert page_numbers_in_tables(text, path.parent / "results" / study.name / "tables") == []
     head = tables["headline"]
     for noise in (0.0, 0.2):  # the dense reference of claim 1, mean and interval, as the tables have it
         dense = row(head, noise=noise, arm="dense", level=0)
-        assert f"| {noise:g} | {claims.with_ci(dense, 'test_error')} |" in text
+        assert f"| {noise:g} | {page.with_ci(dense, 'test_error')} |" in text
     assert f"{len(tables['summary'])} cells" in text
-    for s in claims.sections(study, {n: tables[n] for n in ("headline", "memorization", "optimal")}):
-        assert f"## {s.title}" in text and f"**Verdict: {s.verdict}.**" in text
+    verdicts = page.judge(study, tables)
+    for r in rules.summarize(verdicts, ["digits-mlp"]).itertuples():
+        assert f"| `digits-mlp` | {r.claim}. {r.title} |" in text and text.count(f"| {r.verdict} |") >= 1
+    # two seeds: the page says what its interval is
+    assert "2 seeds (0, 1): intervals are the mean +- 12.71 standard errors" in text
+
+
+def test_the_all_subgroup_is_the_summary_training_loss(tables):
+    """The page quotes the `all` subgroup's training-loss change from the headline table:
+    they are the same numbers."""
+    sub = tables["subgroup_headline"]
+    sub = sub[sub["subgroup"] == "all"].set_index(["noise", "level", "arm"])
+    head = tables["headline"].set_index(["noise", "level", "arm"])
+    for key in sub.index:
+        for col in ("train_loss_change_mean", "train_loss_change_ci_high"):
+            a, b = sub.loc[key, col], head.loc[key, col]
+            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), (key, col)
+
+
+def test_figures_keep_bounded_intervals_in_range_and_draw_each_seed(study, tables, tmp_path):
+    from prunegen.verdicts import page
+
+    with figures.recording() as drawn:
+        figures.draw_from(study, tables, tmp_path, page.PAGE_FIGURES, formats=("png",), dpi=40)
+    raw = analysis.mean_ci(tables["summary"], ["noise", "level", "arm"], ["memorization", "test_error"])
+    assert (raw["memorization_ci_low"] < 0).any()  # two seeds: the raw t-interval leaves [0, 1]
+    intervals = [r for r in drawn if r["kind"] == "interval"]
+    for r in intervals:
+        lo, hi = figures.BOUNDS[r["metric"]]
+        assert (r["low"][np.isfinite(r["low"])] >= lo).all() and (r["high"][np.isfinite(r["high"])] <= hi).all()
+    seeds = [r for r in drawn if r["kind"] == "seeds" and r["metric"] == "test_error"]
+    assert sum(len(r["values"]) for r in seeds) >= len(tables["summary"])  # every cell's own value
 
 
 def test_results_page_regenerates_byte_for_byte_from_its_own_tables(study, tables, tmp_path):
-    from prunegen import claims
+    from prunegen.verdicts import page
 
-    paths, page = _page(study, tables, tmp_path)
-    assert [p.name for p in paths[1:]] == [f"{n}.png" for n in claims.PAGE_FIGURES]
+    paths, path = _page(study, tables, tmp_path)
+    assert [p.name for p in paths[1:]] == [f"{n}.png" for n in page.PAGE_FIGURES]
     before = {p: p.read_bytes() for p in paths}
     shutil.rmtree(study.root / "tables")  # the page's own copies are enough
     try:
-        again = claims.build(study, page, "study.yaml", refresh=False)
+        again = page.build(study, path, "study.yaml", refresh=False)
     finally:
         analysis.merge(study)
     assert again == paths
@@ -289,34 +335,46 @@ def test_results_without_tables_is_one_error_naming_the_file(study, tmp_path, ca
     assert not (tmp_path / "page.md").exists()
 
 
-def test_verdicts_follow_the_interval():
-    from prunegen import claims
-
-    assert claims.below(-0.1, -0.01) == claims.HELD
-    assert claims.below(-0.1, 0.05) == claims.INCONCLUSIVE
-    assert claims.below(-0.1, float("nan")) == claims.INCONCLUSIVE
-    assert claims.below(0.0, -1.0) == claims.NOT_HELD
-    assert claims.overall([claims.HELD, claims.HELD]) == claims.HELD
-    assert claims.overall([claims.HELD, claims.NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
-
-
 def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
-    """docs/results.md regenerates byte for byte from docs/results/mnist/tables, and its
-    claim-1 numbers are the headline table's."""
+    """docs/results.md regenerates byte for byte from docs/results/mnist/tables, every number
+    on it is in those tables, and its claim-5 verdict is the one its own text states."""
     from conftest import REPO
-    from prunegen import claims
+    from prunegen.verdicts import page
 
-    page, tables = REPO / "docs" / "results.md", REPO / "docs" / "results" / "mnist" / "tables"
+    doc, tables = REPO / "docs" / "results.md", REPO / "docs" / "results" / "mnist" / "tables"
     study = load_study(REPO / "workflow" / "studies" / "mnist.yaml", {"results_root": str(tmp_path / "none")})
     shutil.copytree(tables, tmp_path / "results" / "mnist" / "tables")
-    paths = claims.build(study, tmp_path / "results.md", "workflow/studies/mnist.yaml", refresh=False)
-    assert paths[0].read_text() == page.read_text()
+    paths = page.build(study, tmp_path / "results.md", "workflow/studies/mnist.yaml", refresh=False)
+    assert paths[0].read_text() == doc.read_text()
     for p in paths[1:]:
         assert p.read_bytes() == (REPO / "docs" / p.relative_to(tmp_path)).read_bytes(), p.name
+    judged = tmp_path / "results" / "mnist" / "tables" / "verdicts.parquet"
+    assert judged.read_bytes() == (tables / "verdicts.parquet").read_bytes()
+    text = doc.read_text()
+    assert page_numbers_in_tables(text, tables) == []
     head = pd.read_parquet(tables / "headline.parquet")
-    text = page.read_text()
     for noise in study.noise:
         dense = row(head, noise=noise, arm="dense", level=0)
-        assert f"| {noise:g} | {claims.with_ci(dense, 'test_error')} |" in text
+        assert f"| {noise:g} | {page.with_ci(dense, 'test_error')} |" in text
     compute = pd.read_parquet(tables / "compute.parquet").iloc[0]
-    assert compute["cells"] == len(study.cells()) and f"{compute['cells']} cells, {compute['epochs']} training epochs" in text
+    assert compute["cells"] == len(study.cells())
+    assert f"{compute['cells']} cells, {compute['epochs']} training epochs" in text
+    verdicts = pd.read_parquet(tables / "verdicts.parquet")
+    for b in verdicts["benchmark"].unique():
+        five = verdicts[(verdicts["benchmark"] == b) & (verdicts["claim"] == "5")].iloc[0]
+        table_line = [ln for ln in text.splitlines() if ln.startswith(f"| `{b}` | 5. ")][0]
+        assert table_line.endswith(f"| {five['verdict']} |")
+        assert f"{page.of_record(five)}, expected > 0: **{five['verdict']}**" in text
+
+
+def test_the_readme_states_the_verdicts_of_the_committed_page():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    page_rows = [ln for ln in (REPO / "docs" / "results.md").read_text().splitlines()
+                 if re.match(r"\| `[^`]+` \| \d[ab]?\. ", ln)]  # the verdict table's rows
+    assert len(page_rows) == 6
+    for line in page_rows:  # | `benchmark` | claim | expects | verdict |
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        claim, verdict = cells[1], cells[-1]
+        assert f"| {claim} | {verdict} |" in readme, claim

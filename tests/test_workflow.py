@@ -153,3 +153,26 @@ def test_a_bad_study_fails_the_dry_run_naming_the_field(tmp_path):
     text = out.stdout + out.stderr
     assert "benchmarks.digits-mlp.train.momentum" in text and "1.5" in text
     assert not (tmp_path / "results").exists()
+
+
+def test_results_page_of_a_two_benchmark_study_judges_each_benchmark_on_its_own_rows(complete, tmp_path):
+    """`prunegen results` on the two-benchmark grid Snakemake ran: one section and one set of
+    verdicts per benchmark, and every number in a benchmark's section is in that benchmark's
+    rows of the page's tables."""
+    from test_analysis import page_numbers_in_tables
+
+    workdir, study = complete
+    out = tmp_path / "page" / "results.md"
+    run = subprocess.run([sys.executable, "-m", "prunegen.cli", "results", "--study", str(study), "--results-root",
+                          str(workdir / "results"), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    tables_dir = out.parent / "results" / "smoke" / "tables"
+    verdicts = pd.read_parquet(tables_dir / "verdicts.parquet")
+    assert set(verdicts["benchmark"]) == {"digits-mlp", "digits-mlp-narrow"}
+    for b in ("digits-mlp", "digits-mlp-narrow"):
+        assert text.count(f"## Benchmark `{b}`") == 1
+        assert sum(line.startswith(f"| `{b}` | ") for line in text.splitlines()) == 6  # claims 1, 2, 3, 4a, 4b, 5
+        section = text.split(f"## Benchmark `{b}`")[1].split("\n## ")[0]
+        assert len(re.findall(r"\d+\.\d{2}%", section)) > 20
+        assert page_numbers_in_tables(text, tables_dir, b) == []

@@ -1,0 +1,241 @@
+"""The verdict rules on constructed tables whose answers are known.
+
+Three benchmarks built from formulas, so that every claim's outcome is known in advance:
+`agrees` does what the paper says, `opposes` the opposite, and `unclear` scatters around
+no effect from seed to seed. The per-seed jitter of `agrees` and `opposes` is far below
+their effects, so their intervals exclude 0; `unclear`'s seeds disagree in sign, so its
+intervals contain it. The tables are derived from the constructed summary with the same
+functions `prunegen merge` uses.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prunegen import analysis, figures
+from prunegen.config import load_study
+from prunegen.verdicts import HELD, INCONCLUSIVE, NOT_HELD, page, rules, stats
+
+from conftest import REPO
+
+SIGN = {"agrees": +1, "opposes": -1, "unclear": 0}
+SEEDS = (0, 1, 2)
+NOISES = (0.0, 0.1, 0.3)
+LEVELS = 4
+FRACTION = 0.2
+
+
+def _jitter(sign: int, seed: int, size: float) -> float:
+    """Seed-to-seed noise: tiny where the effect is real, sign-flipping where there is none."""
+    return (seed - 1) * (1e-4 if sign else size)
+
+
+def _chosen(sign: int, noise_rank: int, seed: int) -> int:
+    """The imp level validation should choose: rising with noise (agrees), falling
+    (opposes), rising for one seed, falling for another, flat for the third (unclear)."""
+    rising, falling = 1 + noise_rank, LEVELS - noise_rank
+    if sign > 0:
+        return rising
+    if sign < 0:
+        return falling
+    return (rising, falling, 2)[seed]
+
+
+def synthetic_summary(signs=SIGN, seeds=SEEDS, noises=NOISES, levels=LEVELS, fraction=FRACTION) -> pd.DataFrame:
+    rows = []
+    arms = ("imp", "extended", "downscaled", "downscaled_extended", "random")
+    for b, s in signs.items():
+        for rank, noise in enumerate(noises):
+            for seed in seeds:
+                te0, val0, loss0 = 0.10 + 0.05 * noise, 0.11 + 0.05 * noise, 0.5 + noise
+                mem0 = 0.6 if noise > 0 else math.nan
+                base = dict(benchmark=b, noise=noise, seed=seed, noise_effective=0.9 * noise, cycles=1,
+                            wall_seconds=1.0, train_loss_clean=loss0, train_loss_noisy=loss0)
+                rows.append({**base, "arm": "dense", "level": 0, "test_error": te0, "val_error": val0,
+                             "train_loss": loss0, "memorization": mem0})
+                c = _chosen(s, rank, seed)
+                for level in range(1, levels + 1):
+                    j = lambda size: _jitter(s, seed, size)  # noqa: E731
+                    imp_te = te0 - s * 0.01 + j(0.01)
+                    values = {
+                        "imp": dict(test_error=imp_te, val_error=val0 - 0.001 - 0.001 * (level == c),
+                                    train_loss=loss0 * (1 - s * 0.2) + j(0.2),
+                                    memorization=mem0 - s * 0.3 + j(0.05)),
+                        "extended": dict(test_error=te0, val_error=val0, train_loss=loss0 * (1 - s * 0.2) + j(0.2),
+                                         memorization=mem0),
+                        # 4a: downscaled above imp; 4b: downscaled_extended closer to imp
+                        "downscaled": dict(test_error=imp_te + s * 0.02 + j(0.02), val_error=val0,
+                                           train_loss=loss0, memorization=mem0),
+                        "downscaled_extended": dict(test_error=imp_te + (0.005 if s > 0 else -0.04 if s < 0
+                                                                         else j(0.01)),
+                                                    val_error=val0, train_loss=loss0, memorization=mem0),
+                        # valid values whose 3-seed t-interval overshoots [0, 1] at both ends
+                        "random": dict(test_error=(0.0, 0.01, 0.99)[seed], val_error=val0, train_loss=loss0,
+                                       memorization=(0.0, 0.02, 0.98)[seed] if noise > 0 else math.nan),
+                    }
+                    for arm in arms:
+                        rows.append({**base, "arm": arm, "level": level, "cycles": level + 1, **values[arm]})
+    df = pd.DataFrame(rows)
+    df["nominal_sparsity"] = analysis.nominal_sparsity(fraction, df["level"])
+    return df.sort_values(analysis.KEYS, ignore_index=True)
+
+
+def derived(summary: pd.DataFrame, levels: int = LEVELS) -> dict[str, pd.DataFrame]:
+    return {"summary": summary, "headline": analysis.headline(summary),
+            "memorization": analysis.memorization(summary), "optimal": analysis.optimal(summary, levels)}
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    t = derived(synthetic_summary())
+    return rules.judge(t, LEVELS, {b: FRACTION for b in SIGN})
+
+
+def _verdicts(records, benchmark, claim):
+    return set(records.loc[(records["benchmark"] == benchmark) & (records["claim"] == claim), "verdict"])
+
+
+@pytest.mark.parametrize("claim", ["1", "2", "3", "4a", "4b", "5"])
+def test_each_claim_holds_fails_and_is_inconclusive_where_the_data_say(verdicts, claim):
+    assert _verdicts(verdicts, "agrees", claim) == {HELD}
+    assert _verdicts(verdicts, "opposes", claim) == {NOT_HELD}
+    assert _verdicts(verdicts, "unclear", claim) == {INCONCLUSIVE}
+
+
+def test_each_benchmark_gets_its_own_verdict_in_the_summary(verdicts):
+    table = rules.summarize(verdicts, sorted(SIGN))
+    assert len(table) == 3 * 6
+    got = table.set_index(["benchmark", "claim"])["verdict"]
+    for claim in ("1", "2", "3", "4a", "4b", "5"):
+        assert (got["agrees", claim], got["opposes", claim], got["unclear", claim]) == (HELD, NOT_HELD, INCONCLUSIVE)
+
+
+def test_records_say_where_each_claim_was_judged(verdicts):
+    a = verdicts[verdicts["benchmark"] == "agrees"]
+    per_claim = a.groupby("claim").size().to_dict()
+    low, high = rules.low_levels(FRACTION, LEVELS), rules.high_levels(LEVELS)
+    assert low == [1, 2, 3] and high == [3, 4]  # 20%, 36%, 48.8% are <= 50%; the upper half of 4 levels
+    assert per_claim == {"1": len(NOISES), "2": 2 * len(low) * len(NOISES), "3": len(high) * 2,
+                         "4a": LEVELS * len(NOISES), "4b": LEVELS * len(NOISES), "5": 1}
+    assert set(a.loc[a["claim"] == "3", "noise"]) == {0.1, 0.3}  # memorization needs noisy labels
+    assert (a["n_seeds"] == len(SEEDS)).all()
+
+
+def test_claim_1_pairs_the_validation_chosen_level_with_dense_per_seed(verdicts):
+    """Validation picks a level whose test error is worse than another's: the verdict uses
+    the validation choice, never the best test error."""
+    s = synthetic_summary({"b": +1})
+    # Make imp's test error at the validation-chosen level worse than dense for every seed,
+    # and another level far better: a best-by-test choice would say "held".
+    opt = analysis.optimal(s, LEVELS)
+    chosen = opt[opt["arm"] == "imp"].set_index(["noise", "seed"])["level"]
+    imp = s["arm"] == "imp"
+    is_chosen = [chosen.get((n, sd)) == lv for n, sd, lv in zip(s["noise"], s["seed"], s["level"])]
+    s.loc[imp & np.array(is_chosen), "test_error"] += 0.05
+    s.loc[imp & ~np.array(is_chosen), "test_error"] -= 0.05
+    r = rules.judge(derived(s), LEVELS, {"b": FRACTION})
+    one = r[r["claim"] == "1"]
+    assert set(one["verdict"]) == {NOT_HELD}
+    dense = s[s["arm"] == "dense"].set_index(["noise", "seed"])["test_error"]
+    te = s.set_index(["arm", "noise", "seed", "level"])["test_error"]
+    for noise in NOISES:
+        diffs = [te["imp", noise, sd, chosen[noise, sd]] - dense[noise, sd] for sd in SEEDS]
+        row = one[one["noise"] == noise].iloc[0]
+        assert row["mean"] == pytest.approx(np.mean(diffs), abs=1e-12)
+        half = stats.t_quantile(3) * np.std(diffs, ddof=1) / np.sqrt(3)
+        assert row["ci_high"] - row["mean"] == pytest.approx(half, rel=1e-9)
+
+
+def test_claim_5_expects_the_chosen_sparsity_to_rise_with_noise():
+    """Every seed's chosen sparsity falls with noise: that is the opposite of the paper."""
+    r = rules.judge(derived(synthetic_summary({"falls": -1})), LEVELS, {"falls": FRACTION})
+    five = r[r["claim"] == "5"].iloc[0]
+    assert five["mean"] < 0 and five["verdict"] == NOT_HELD
+
+
+def test_one_seed_or_one_noise_level_is_inconclusive_not_an_error():
+    r = rules.judge(derived(synthetic_summary({"b": +1}, seeds=(0,))), LEVELS, {"b": FRACTION})
+    assert set(r["verdict"]) == {INCONCLUSIVE} and (r["n_seeds"] == 1).all()
+    r = rules.judge(derived(synthetic_summary({"b": +1}, noises=(0.0,))), LEVELS, {"b": FRACTION})
+    five = r[r["claim"] == "5"].iloc[0]
+    assert five["verdict"] == INCONCLUSIVE and "two noise levels" in five["reason"]
+
+
+def test_the_three_outcomes_read_the_interval():
+    iv = stats.Interval.of
+    assert stats.outcome(iv([-0.21, -0.2, -0.19]), -1)[0] == HELD
+    assert stats.outcome(iv([0.21, 0.2, 0.19]), -1)[0] == NOT_HELD
+    assert stats.outcome(iv([0.21, 0.2, 0.19]), +1)[0] == HELD
+    assert stats.outcome(iv([-0.3, -0.2, -0.1]), -1)[0] == INCONCLUSIVE  # mean -0.2, but 4.3 standard errors
+    assert stats.outcome(iv([-0.3]), -1)[0] == INCONCLUSIVE  # no interval from one seed
+    assert stats.outcome(iv([0.0, 0.0]), +1) == (INCONCLUSIVE, "every seed gives 0")
+    two = iv([-0.10, -0.01])  # with two seeds the interval is the mean +- 12.7 standard errors
+    assert two.high - two.mean == pytest.approx(12.706 * np.std([-0.10, -0.01], ddof=1) / np.sqrt(2), rel=1e-4)
+    assert stats.outcome(two, -1)[0] == INCONCLUSIVE
+    n = stats.seeds_needed(two)
+    assert n > 2
+    # At that many seeds, with the same mean and spread, the interval excludes 0; one fewer, it does not.
+    for k, expected in ((int(n), True), (int(n) - 1, False)):
+        half = stats.t_quantile(k) * two.std / np.sqrt(k)
+        assert (half < abs(two.mean)) == expected
+    assert stats.overall([HELD, NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
+
+
+def _paper_shaped_summary(study) -> pd.DataFrame:
+    """Tables shaped like paper.yaml's grid (4 benchmarks, 7 noise levels, 18 levels, 3 seeds)."""
+    signs = dict(zip(study.benchmarks, (+1, -1, 0, +1)))
+    return synthetic_summary(signs, seeds=tuple(study.seeds), noises=tuple(study.noise), levels=study.levels)
+
+
+def test_results_page_renders_on_tables_shaped_like_the_paper_grid(tmp_path):
+    study = load_study(REPO / "workflow" / "studies" / "paper.yaml", {"results_root": str(tmp_path / "none")})
+    s = _paper_shaped_summary(study)
+    assert len(s) == 7644 == len(study.cells())
+    tables = derived(s, study.levels)
+    tables_dir = tmp_path / "results" / "paper" / "tables"
+    tables_dir.mkdir(parents=True)
+    for name, df in tables.items():
+        df.to_parquet(tables_dir / f"{name}.parquet")
+    page.compute_table(study, s.assign(wall_seconds=1.0)).to_parquet(tables_dir / "compute.parquet")
+    with figures.recording() as drawn:
+        paths = page.build(study, tmp_path / "results.md", "workflow/studies/paper.yaml", refresh=False)
+    text = paths[0].read_text()
+    for b in study.benchmarks:
+        assert text.count(f"## Benchmark `{b}`") == 1
+    assert "7644 cells" in text
+    verdicts = pd.read_parquet(tables_dir / "verdicts.parquet")
+    assert set(verdicts["benchmark"]) == set(study.benchmarks)
+    _assert_bounded(drawn)
+
+
+def _assert_bounded(drawn) -> None:
+    intervals = [r for r in drawn if r["kind"] == "interval"]
+    assert {r["metric"] for r in intervals} >= {"test_error", "memorization", "train_loss", "nominal_sparsity"}
+    assert sum(len(r["values"]) for r in drawn if r["kind"] == "seeds") > 0  # each seed drawn too
+    for r in intervals:
+        low_bound, high_bound = figures.BOUNDS[r["metric"]]
+        low, high = r["low"][np.isfinite(r["low"])], r["high"][np.isfinite(r["high"])]
+        assert (low >= low_bound).all() and (high <= high_bound).all(), r["metric"]
+
+
+def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
+    """Three benchmarks on one page: every number of a section is in that benchmark's rows."""
+    from test_analysis import page_numbers_in_tables
+
+    raw = __import__("yaml").safe_load((REPO / "workflow" / "studies" / "smoke.yaml").read_text())
+    first = raw["benchmarks"].pop("digits-mlp")
+    raw["benchmarks"] = {b: first for b in SIGN}
+    raw.update(levels=LEVELS, noise=list(NOISES), seeds=list(SEEDS))
+    (tmp_path / "study.yaml").write_text(__import__("yaml").safe_dump(raw))
+    study = load_study(tmp_path / "study.yaml", {"results_root": str(tmp_path / "none")})
+    s = synthetic_summary()
+    tables_dir = tmp_path / "results" / "smoke" / "tables"
+    tables_dir.mkdir(parents=True)
+    for name, df in derived(s).items():
+        df.to_parquet(tables_dir / f"{name}.parquet")
+    page.compute_table(study, s).to_parquet(tables_dir / "compute.parquet")
+    text = page.build(study, tmp_path / "results.md", "study.yaml", refresh=False)[0].read_text()
+    for b in SIGN:
+        assert page_numbers_in_tables(text, tables_dir, b) == []
