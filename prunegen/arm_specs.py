@@ -69,6 +69,9 @@ def parse(raw_arms: list, builtin: tuple[str, ...]) -> tuple[tuple[str, ...], di
     for i, entry in enumerate(raw_arms):
         where = f"arms[{i}]"
         if isinstance(entry, str):
+            if entry not in builtin:
+                raise ValueError(f"{where}: unknown arm {entry!r}; built-in arms are {list(builtin)}, "
+                                 "or define one as {name: ..., base: imp, method: ...}")
             names.append(entry)
             continue
         name, base = entry["name"], entry["base"]
