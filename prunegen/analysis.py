@@ -137,11 +137,11 @@ def _read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.ParquetFile(pa.BufferReader(f.read())).read(columns=columns, use_threads=False)
 
 
-def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_epochs: bool = False,
+def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_epochs: tuple[str, ...] = (),
                 cells_per_chunk: int = 500) -> pa.Table:
     """`<kind>.parquet` of each cell (rows of `cells`: keys + dir), keys prepended as
     typed columns; a thread per file (opening thousands of small files is the cost).
-    `own_epochs` (history): a chain cell keeps only the cycle it trained itself."""
+    `own_epochs` (history): the chain arms, whose cells keep only the cycle they trained."""
     def one(d: str) -> pa.Table | None:
         try:
             return _read_parquet(f"{d}/{kind}.parquet")
@@ -164,28 +164,29 @@ def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_ep
     body = pa.concat_tables(parts or [schema.empty_table()]).combine_chunks()
     rows = np.repeat(np.arange(len(cells)), counts)
     if own_epochs:
-        chain = cells["arm"].isin(CHAIN_ARMS).to_numpy()[rows]
+        chain = cells["arm"].isin(own_epochs).to_numpy()[rows]
         keep = ~chain | (body["cycle"].to_numpy() == cells["level"].to_numpy()[rows])
         body, rows = body.filter(pa.array(keep)), rows[keep]
     keys = pa.Table.from_pandas(cells[KEYS], schema=records.KEYS, preserve_index=False).take(rows)
     return pa.Table.from_arrays([*keys.columns, *body.columns], schema=pa.schema([*records.KEYS, *schema]))
 
 
-def _history_chunks(done: pd.DataFrame, pool: ThreadPoolExecutor, cells_per_chunk: int = 500):
+def _history_chunks(done: pd.DataFrame, pool: ThreadPoolExecutor, chain_arms: tuple[str, ...] = CHAIN_ARMS,
+                    cells_per_chunk: int = 500):
     """The cells' history rows, 500 cells at a time, each epoch once: a chain
     cell (imp, extended, random) at level k keeps only its own cycle k, since its file
     repeats its parent's rows (see `chain_history`)."""
     for i in range(0, len(done), cells_per_chunk):
-        yield _read_cells(done.iloc[i:i + cells_per_chunk], "history", pool, own_epochs=True)
+        yield _read_cells(done.iloc[i:i + cells_per_chunk], "history", pool, own_epochs=chain_arms)
 
 
 def chain_history(history: pd.DataFrame, benchmark: str, arm: str, level: int, noise: float,
-                  seed: int) -> pd.DataFrame:
+                  seed: int, chain_arms: tuple[str, ...] = CHAIN_ARMS) -> pd.DataFrame:
     """The whole training curve behind one cell, from the merged `history` table: for a
     chain arm, dense level 0's cycle and the arm's levels 1..k; otherwise the cell's rows.
     Equals that cell's own history.parquet (plus keys)."""
     h = history[(history["benchmark"] == benchmark) & (history["noise"] == noise) & (history["seed"] == seed)]
-    if arm in CHAIN_ARMS:
+    if arm in chain_arms:  # a study's own chain arms: pass study.chain_arms
         h = h[((h["arm"] == "dense") & (h["level"] == 0)) | ((h["arm"] == arm) & h["level"].between(1, level))]
     else:
         h = h[(h["arm"] == arm) & (h["level"] == level)]
@@ -377,7 +378,7 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
         done = done.merge(summary[KEYS], on=KEYS)  # cells whose summary is really there
         clock["summary"] = time.perf_counter() - t0 - sum(clock.values())
         history_schema = pa.schema([*records.KEYS, *records.HISTORY])
-        written["history"] = _stream(_history_chunks(done, pool), history_schema, out, "history")[0]
+        written["history"] = _stream(_history_chunks(done, pool, study.chain_arms), history_schema, out, "history")[0]
     clock["history"] = time.perf_counter() - t0 - sum(clock.values())
 
     sub = subgroups(study, done)

@@ -8,6 +8,9 @@
 | downscaled_extended | init at that width                                | [0..k]                      |
 | random              | random k-1's weights, random mask with imp k's    | [k]                         |
 |                     | per-layer densities                               |                             |
+
+An arm a study defines on base `imp` (prunegen.arm_specs) is made like imp, with its own
+pruning method (prunegen.pruning.registry) in place of global magnitude pruning.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 
 from . import pruning
 from .config import Cell
+from .data import to_float
 from .models import base_width, build_model, width_candidates
 from .seeds import derive, generator
 
@@ -76,29 +80,32 @@ def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, fl
         return best, count(best) / full
 
 
-def start(cell: Cell, input_shape, num_classes: int) -> Start:
-    """Build the model and mask this cell trains, reading its parents' records."""
+def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
+    """Build the model and mask this cell trains, reading its parents' records
+    (`splits`: the training data a data-driven pruning method scores weights on)."""
     bm, k = cell.benchmark, cell.level
     full_width = base_width(bm.model)
     variant = bm.prune.variant
 
-    if cell.arm in ("downscaled", "downscaled_extended"):
+    if cell.base in ("downscaled", "downscaled_extended"):
         width, ratio = downscaled_width(cell, input_shape, num_classes)
         model = init_model(cell, input_shape, num_classes, width)
-        cycles = [0] if cell.arm == "downscaled" else list(range(k + 1))
+        cycles = [0] if cell.base == "downscaled" else list(range(k + 1))
         return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, len(cycles), None, ratio)
 
     model = init_model(cell, input_shape, num_classes)
-    if cell.arm == "dense":
+    if cell.base == "dense":
         return Start(model, pruning.full_mask(model, bm.prune.ignore), full_width, [0], 1, None)
 
     state, parent_mask = load_final(cell.parents()[0])
     model.load_state_dict(state)
-    if cell.arm == "extended":
+    if cell.base == "extended":
         return Start(model, parent_mask, full_width, [k], k + 1, None)
 
     keep = keep_count(pruning.total(parent_mask), bm.prune.fraction, k)
-    if cell.arm == "imp":
+    if cell.base == "imp" and cell.method is not None:  # a study-defined arm: its own method
+        mask = pruning.prune(cell.method, model, parent_mask, keep, method_context(cell, input_shape, splits))
+    elif cell.base == "imp":
         mask = pruning.magnitude_prune(model, parent_mask, keep)
     else:  # random: imp level k's per-layer counts, drawn among the weights still alive
         _, imp_mask = load_final(cell.sibling("imp", k))
@@ -108,6 +115,29 @@ def start(cell: Cell, input_shape, num_classes: int) -> Start:
         model.load_state_dict(rewind_state(cell.sibling("dense", 0).dir))
     lr = bm.prune.finetune_lr if variant == "finetune" else None
     return Start(model, mask, full_width, [k], k + 1, lr)
+
+
+def method_context(cell: Cell, input_shape, splits) -> pruning.Context:
+    """What a pruning method reads: SynFlow the input shape, random_global a generator of
+    its own, SNIP and GraSP training batches (observed labels, as trained on; no
+    augmentation), drawn without replacement in a seeded order of this level's own."""
+    def batches(n: int) -> pruning.context.Batches:
+        if splits is None:
+            raise ValueError(f"{cell.label}: pruning method {cell.method['name']!r} needs the training split")
+        size = cell.benchmark.train.batch_size
+        order = torch.randperm(len(splits.train), generator=generator(cell.seed, "prune-batches", cell.level))
+        out = []
+        for i in range(n):
+            idx = order[i * size:(i + 1) * size].to(splits.train.x.device)
+            if len(idx) == 0:
+                raise ValueError(f"{cell.label}: {n} pruning batches of {size} exceed the "
+                                 f"{len(splits.train)} training examples")
+            out.append((to_float(splits.train.x[idx], splits.mean, splits.std).cpu(), splits.train.y[idx].cpu()))
+        return out
+
+    return pruning.Context(input_shape=tuple(input_shape),
+                           generator=generator(cell.seed, "prune-method", cell.method["name"], cell.level),
+                           batches=batches)
 
 
 def rewind_state(dense_dir: Path) -> dict:

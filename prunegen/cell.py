@@ -101,7 +101,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     dataset = load_dataset(bm.dataset, cell.study.data_root)
     splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
                          seed=cell.seed, augment=bm.data.augment, device=dev)
-    start = arms.start(cell, dataset.input_shape, dataset.num_classes)
+    start = arms.start(cell, dataset.input_shape, dataset.num_classes, splits)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / records.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
@@ -120,7 +120,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
                           on_epoch=save_rewind)
 
-    if cell.arm in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
+    if cell.base in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
         history = pq.read_table(cell.parents()[0].dir / "history.parquet").to_pylist() + history
     ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)

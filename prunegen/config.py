@@ -115,10 +115,16 @@ class Study:
     noise: tuple[float, ...]
     noise_mode: str
     seeds: tuple[int, ...]
+    arm_specs: dict = field(default_factory=dict)  # arms the study defines (prunegen.arm_specs)
 
     @property
     def root(self) -> Path:
         return self.results_root / self.name
+
+    @property
+    def chain_arms(self) -> tuple[str, ...]:
+        """Arms whose level k continues level k-1: the built-in ones and those defined on them."""
+        return (*CHAIN_ARMS, *(n for n, s in self.arm_specs.items() if s.base in CHAIN_ARMS))
 
     def cell(self, benchmark: str, arm: str, level: int, noise: float, seed: int) -> "Cell":
         return _cell(self, benchmark, arm, level, noise, seed)
@@ -126,8 +132,8 @@ class Study:
     def _make_cell(self, benchmark: str, arm: str, level: int, noise: float, seed: int) -> "Cell":
         if benchmark not in self.benchmarks:
             raise StudyError(f"unknown benchmark {benchmark!r}; the study has {sorted(self.benchmarks)}")
-        if arm not in ARMS:
-            raise StudyError(f"unknown arm {arm!r}; arms are {list(ARMS)}")
+        if arm not in ARMS and arm not in self.arm_specs:
+            raise StudyError(f"unknown arm {arm!r}; arms are {[*ARMS, *self.arm_specs]}")
         if not isinstance(level, int) or level < 0:
             raise StudyError(f"level must be a non-negative integer, got {level!r}")
         if not 0 <= float(noise) < 1:
@@ -166,9 +172,24 @@ class Cell:
         return {"benchmark": self.benchmark.name, "arm": self.arm, "noise": self.noise,
                 "seed": self.seed, "level": self.level}
 
+    @property
+    def base(self) -> str:
+        """The built-in arm this cell is made like (itself, unless the study defines the arm)."""
+        spec = self.study.arm_specs.get(self.arm)
+        return spec.base if spec else self.arm
+
+    @property
+    def method(self) -> dict | None:
+        """The pruning method of a study-defined arm; None for the built-in arms."""
+        spec = self.study.arm_specs.get(self.arm)
+        return spec.method if spec else None
+
     def hparams(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, **self.benchmark.hparams(self.arm),
-                "noise_mode": self.study.noise_mode, **self.key}
+        out = {"schema_version": SCHEMA_VERSION, **self.benchmark.hparams(self.base),
+               "noise_mode": self.study.noise_mode, **self.key}
+        if self.arm in self.study.arm_specs:  # built-in arms' hashes stay as they were
+            out["arm_spec"] = self.study.arm_specs[self.arm].hparams()
+        return out
 
     @cached_property
     def hash(self) -> str:
@@ -195,12 +216,12 @@ class Cell:
         """Cells whose records this cell reads."""
         if self.arm == "dense":
             return []
-        if self.arm in CHAIN_ARMS:
+        if self.base in CHAIN_ARMS:
             prev = self.sibling(self.arm, self.level - 1)
             deps = [prev]
-            if self.arm == "random":
+            if self.base == "random":
                 deps.append(self.sibling("imp", self.level))  # copies its per-layer densities
-            if self.arm in ("imp", "random") and self.benchmark.prune.variant == "weight_rewind":
+            if self.base in ("imp", "random") and self.benchmark.prune.variant == "weight_rewind":
                 deps.append(self.sibling("dense", 0))
             return list({d.relpath: d for d in deps}.values())
         return []  # downscaled arms train from scratch at their own width
@@ -282,14 +303,20 @@ def _benchmark(name: str, raw: dict) -> Benchmark:
 
 
 def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> Study:
+    from . import arm_specs
+
     validate(raw, source)
+    try:
+        arms, specs = arm_specs.parse(raw["arms"], ARMS)
+    except ValueError as e:
+        raise StudyError(f"{source}: {e}") from None
     return Study(
         name=raw["study"], path=path,
         data_root=Path(raw.get("data_root", "data")),
         results_root=Path(raw.get("results_root", "results")),
         device=raw.get("device", "auto"),
         benchmarks={name: _benchmark(name, b) for name, b in raw["benchmarks"].items()},
-        arms=tuple(raw["arms"]), levels=int(raw["levels"]),
+        arms=arms, arm_specs=specs, levels=int(raw["levels"]),
         noise=tuple(float(f) for f in raw["noise"]), noise_mode=raw.get("noise_mode", "other_class"),
         seeds=tuple(int(s) for s in raw["seeds"]),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ARMS, Cell, Study, StudyError, format_noise, load_study
+from .config import Cell, Study, StudyError, format_noise, load_study
 from .records import COMPLETE_MARKER, RECORD_FILES
 
 CELL_PATTERN = "benchmark={benchmark}/arm={arm}/noise={noise}/seed={seed}/level={level}"
@@ -19,7 +19,7 @@ FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal
 
 WILDCARD_CONSTRAINTS = {
     "benchmark": r"[A-Za-z0-9_.-]+",
-    "arm": "|".join(ARMS),
+    "arm": r"[a-z][a-z0-9_]*",  # built-in arms and those a study defines (arm_specs' name pattern)
     "noise": r"[0-9.e-]+",
     "seed": r"\d+",
     "level": r"\d+",
@@ -65,5 +65,5 @@ def resources(study: Study, w) -> dict:
     downscaled_extended cell at level k asks for k+1 times it."""
     r = dict(vars(study.benchmarks[w.benchmark].resources))
     c = cell(study, w)
-    r["runtime_min"] *= c.level + 1 if c.arm == "downscaled_extended" else 1
+    r["runtime_min"] *= c.level + 1 if c.base == "downscaled_extended" else 1
     return r

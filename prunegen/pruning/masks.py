@@ -1,4 +1,5 @@
-"""Masks: global magnitude pruning, random pruning, and keeping masked weights at zero.
+"""Masks: keeping the top-scored weights, global magnitude pruning, random pruning, and
+keeping masked weights at zero.
 
 A mask is a dict {parameter name: bool tensor} over the prunable weights (conv and
 linear weights, minus the model's ignored layers). No hooks and no
@@ -40,20 +41,20 @@ def total(mask: Mask) -> int:
     return sum(m.numel() for m in mask.values())
 
 
-def magnitude_prune(model: nn.Module, mask: Mask, keep: int) -> Mask:
-    """Keep the `keep` largest-magnitude surviving weights, globally across layers.
+def keep_top(scores: dict[str, torch.Tensor], mask: Mask, keep: int) -> Mask:
+    """Keep the `keep` surviving weights with the highest scores, globally across layers.
 
-    Ties are broken by position (stable sort), so the result is deterministic.
+    Weights already removed are never kept. Ties are broken by position (stable
+    sort), so the result is deterministic.
     """
-    params = dict(model.named_parameters())
     names = list(mask)
-    scores = torch.cat([
-        torch.where(mask[n], params[n].detach().abs().float(), torch.tensor(-1.0, device=mask[n].device)).flatten()
-        for n in names])
     if not 0 <= keep <= kept(mask):
         raise ValueError(f"cannot keep {keep} weights when only {kept(mask)} survive")
-    order = torch.sort(scores, descending=True, stable=True).indices
-    flat = torch.zeros_like(scores, dtype=torch.bool)
+    flat_scores = torch.cat([
+        torch.where(mask[n], scores[n].detach().float(), torch.tensor(-torch.inf, device=mask[n].device)).flatten()
+        for n in names])
+    order = torch.sort(flat_scores, descending=True, stable=True).indices
+    flat = torch.zeros_like(flat_scores, dtype=torch.bool)
     flat[order[:keep]] = True
     out, start = {}, 0
     for n in names:
@@ -61,6 +62,12 @@ def magnitude_prune(model: nn.Module, mask: Mask, keep: int) -> Mask:
         out[n] = flat[start:start + size].view_as(mask[n])
         start += size
     return out
+
+
+def magnitude_prune(model: nn.Module, mask: Mask, keep: int) -> Mask:
+    """Keep the `keep` largest-magnitude surviving weights, globally across layers."""
+    params = dict(model.named_parameters())
+    return keep_top({n: params[n].abs() for n in mask}, mask, keep)
 
 
 def random_prune(mask: Mask, keep_per_layer: dict[str, int], generator: torch.Generator) -> Mask:

@@ -1,0 +1,79 @@
+"""Arms a study defines (name, base, pruning method): parsed, hashed and refused."""
+
+import pytest
+import yaml
+
+from prunegen.config import StudyError, from_dict
+
+from test_config import PINNED, PINNED_STUDY
+
+
+def study(arms, **extra):
+    raw = yaml.safe_load(PINNED_STUDY)
+    raw["arms"] = arms
+    raw.update(extra)
+    return from_dict(raw)
+
+
+SNIP = {"name": "imp_snip", "base": "imp", "method": "snip"}
+
+
+def test_a_defined_arm_is_an_imp_chain_with_its_method_and_defaults_filled_in():
+    s = study(["dense", "imp", SNIP, {"name": "imp_sf", "base": "imp", "method": {"name": "synflow", "rounds": 10}}])
+    assert s.arms == ("dense", "imp", "imp_snip", "imp_sf")
+    cell = s.cell("digits-mlp", "imp_snip", 2, 0.2, 0)
+    assert (cell.base, cell.method) == ("imp", {"name": "snip", "batches": 1})
+    assert [p.relpath for p in cell.parents()] == [s.cell("digits-mlp", "imp_snip", 1, 0.2, 0).relpath]
+    assert cell.parents()[0].parents()[0].arm == "dense"  # level 0 is the shared dense cell
+    assert s.cell("digits-mlp", "imp_sf", 1, 0.0, 0).method == {"name": "synflow", "rounds": 10}
+    assert s.chain_arms[-2:] == ("imp_snip", "imp_sf")
+    assert {c.arm for c in s.cells()} == {"dense", "imp", "imp_snip", "imp_sf"}
+    assert len(s.cells()) == 2 * (1 + 3 * 2)
+
+
+def test_defining_arms_leaves_the_builtin_cells_hashes_as_pinned():
+    s = study(["dense", "imp", "downscaled_extended", SNIP])
+    for (arm, level, noise, seed), pinned in PINNED.items():
+        assert s.cell("digits-mlp", arm, level, noise, seed).hash == pinned
+
+
+def test_a_defined_arms_hash_covers_its_method_and_options():
+    mag = {"name": "imp_mag", "base": "imp", "method": "magnitude"}
+    s = study(["imp", SNIP, mag, {"name": "imp_snip4", "base": "imp", "method": {"name": "snip", "batches": 4}}])
+    hashes = {a: s.cell("digits-mlp", a, 1, 0.0, 0).hash for a in ("imp", "imp_snip", "imp_mag", "imp_snip4")}
+    assert len(set(hashes.values())) == 4
+    renamed = study(["imp", {**SNIP, "method": "grasp"}])
+    assert renamed.cell("digits-mlp", "imp_snip", 1, 0.0, 0).hash != hashes["imp_snip"]
+
+
+@pytest.mark.parametrize("arms, message", [
+    ([{"name": "x", "base": "imp", "method": "snipp"}], r"arms\[0\] \(x\)\.method: unknown pruning method 'snipp'"),
+    ([{"name": "x", "base": "imp", "method": {"name": "lottery"}}], r"unknown pruning method 'lottery'"),
+    ([{"name": "x", "base": "imp", "method": {"name": "synflow", "round": 3}}], r"'synflow' has no option 'round'"),
+    ([{"name": "x", "base": "imp", "method": {"name": "synflow", "rounds": 0}}], r"synflow\.rounds must be a positive"),
+    ([{"name": "x", "base": "extended", "method": "snip"}], r"base 'extended' cannot take a pruning method"),
+    ([{"name": "imp", "base": "imp", "method": "snip"}], r"arm name 'imp' is already taken by a built-in arm"),
+    (["imp", SNIP, {**SNIP, "method": "grasp"}], r"arms\[2\]: arm name 'imp_snip' is already taken"),
+    ([{"name": "Bad-Name", "base": "imp", "method": "snip"}], r"arms\[0\]"),
+    (["impp"], r"arms\[0\]: unknown arm 'impp'; built-in arms are \['dense'"),
+])
+def test_a_bad_defined_arm_is_refused_with_one_message_naming_it(arms, message):
+    with pytest.raises(StudyError, match=message) as e:
+        study(arms)
+    assert "\n" not in str(e.value)
+
+
+def test_an_unknown_method_error_lists_the_methods():
+    with pytest.raises(StudyError, match="methods are \\['grasp', 'magnitude', 'magnitude_layerwise', "
+                                         "'random_global', 'snip', 'synflow'\\]"):
+        study([{"name": "x", "base": "imp", "method": "nope"}])
+
+
+def test_loading_a_study_with_defined_arms_imports_no_torch():
+    import subprocess
+    import sys
+    code = ("import sys, yaml; from test_config import PINNED_STUDY; from prunegen.config import from_dict; "
+            "raw = yaml.safe_load(PINNED_STUDY); raw['arms'] = ['imp', {'name': 'a', 'base': 'imp', 'method': 'snip'}]; "
+            "s = from_dict(raw); s.cell('digits-mlp', 'a', 1, 0.0, 0).hash; assert 'torch' not in sys.modules")
+    from pathlib import Path
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
