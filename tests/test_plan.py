@@ -47,6 +47,9 @@ def test_plan_jobs_are_the_dry_runs_job_list(tmp_path, select):
 
 def test_a_slice_runs_the_matching_cells_and_the_parents_they_need(tmp_path):
     cells, _, _ = dry_run(tmp_path, SMOKE, "arm=random level=2 noise=0.2")
+    study = load_study(SMOKE, {"results_root": str(tmp_path / "results")})
+    assert {tuple(c.key.values()) for c in selection.cells(study, "arm=random level=2 noise=0.2")} == {
+        (b, a, f, s, lv) for b, a, f, s, lv in cells}  # the closure is the slice's own, not only Snakemake's
     # random L2 reads random L1 and imp L2 (its densities); both chains start at dense L0
     assert cells == {("digits-mlp", "dense", 0.2, 0, 0), ("digits-mlp", "imp", 0.2, 0, 1),
                      ("digits-mlp", "imp", 0.2, 0, 2), ("digits-mlp", "random", 0.2, 0, 1),
@@ -106,6 +109,10 @@ def test_partition_limit_flags_jobs_that_would_not_fit(smoke_study):
     assert sorted(b["label"] for b in p["over_limit"]) == [
         f"digits-mlp downscaled_extended L2 noise={f} seed=0" for f in ("0.0", "0.2")]
     assert plan.plan(smoke_study, partition_limit="15")["over_limit"] == []
+    # a fast device: the estimate fits in 10 min, the requested 15 min still does not (never starts)
+    plan.calibration_path(smoke_study).parent.mkdir(parents=True)
+    plan.calibration_path(smoke_study).write_text(json.dumps({"benchmarks": {"digits-mlp": {"epoch_seconds": 1.0}}}))
+    assert len(plan.plan(smoke_study, partition_limit="10")["over_limit"]) == 2
     with pytest.raises(StudyError, match="--partition-limit"):
         plan.parse_time_limit("two hours")
 
