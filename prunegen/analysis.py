@@ -391,7 +391,8 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
               "compute": compute.table(study, done)}
     for name, df in tables.items():
         written[name] = _write(df, out, name)[0]
-    written["compute_html"] = compute.write_html(compute.summary(tables["compute"]), out / "compute.html", study)
+    # the report's summary of the compute table: a side output, not a table (merge returns tables)
+    compute.write_html(compute.summary(tables["compute"]), out / "compute.html", study)
     clock["derived"] = time.perf_counter() - t0 - sum(clock.values())
     log.info("merged %d of %d cells into %s in %.1fs (%s); %d stale, %d missing", len(done), len(grid), out,
              sum(clock.values()), ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()),
