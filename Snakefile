@@ -4,6 +4,7 @@
     snakemake -n --config study=workflow/studies/paper.yaml          # what the paper grid would run
     snakemake --profile profiles/slurm --config study=workflow/studies/paper.yaml
     snakemake --report results/demo/report.html                      # figures + captions
+    snakemake --cores 2 --config select="arm=imp noise=0.1"          # a slice: those cells + their parents
 
 Every (benchmark, arm, level, noise, seed) cell is one job; the logic lives in
 prunegen.dag, the science in prunegen.
@@ -18,6 +19,8 @@ STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root")
 ROOT = str(STUDY.root)
 # The engine runs under the interpreter that runs Snakemake, wherever the job lands.
 PRUNEGEN = f"{sys.executable} -m prunegen.cli"
+# A slice of the grid (prunegen.selection): the matching cells and the cells they read.
+SELECT = config.get("select")
 STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
     f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))
 
@@ -37,4 +40,4 @@ rule all:
         rules.merge.output,
         # Every cell is a target: Snakemake does not rebuild a missing intermediate file
         # whose consumers look up to date, so a deleted cell would otherwise stay missing.
-        dag.grid_markers(STUDY),
+        dag.grid_markers(STUDY, SELECT),

@@ -17,6 +17,9 @@ Tables (`results/<study>/tables/<name>.parquet` and `.csv`, written atomically):
 - `optimal`: per benchmark, arm, noise and seed: the level with the lowest validation
   error (how the paper chooses the sparsity), its sparsity and test error, and dense's.
 - `subgroup_headline`: `subgroups` averaged over seeds (mean and 95% t-interval).
+- `compute`: per complete cell, what its job cost (prunegen.compute: Snakemake's
+  benchmark file, and GPU samples where a GPU ran it); `compute.html` summarizes it
+  per benchmark and arm for the Snakemake report.
 
 Level 0 of every arm is the shared dense cell (arm `dense`). "Sparsity" in the tables
 is the nominal sparsity of the level, `1 - (1 - prune_fraction)^level`: downscaled arms
@@ -38,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import records
+from . import compute, records
 from .config import ARMS, CHAIN_ARMS, Study
 
 log = logging.getLogger("prunegen")
@@ -48,7 +51,7 @@ SEED_GROUP = ["benchmark", "noise", "seed"]  # what a relative change is paired 
 METRICS = ["test_error", "train_loss", "train_loss_clean", "train_loss_noisy", "memorization"]
 QUANTILE_BINS = 5
 SUBGROUPS = ("all", "clean", "noisy", *(f"dense_loss_q{i + 1}" for i in range(QUANTILE_BINS)))
-TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal", "subgroup_headline")
+TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal", "subgroup_headline", "compute")
 STATES = ("complete", "stale", "missing")
 
 
@@ -63,11 +66,12 @@ def _sparsity_of(study: Study, df: pd.DataFrame) -> np.ndarray:
     return nominal_sparsity(fraction.to_numpy(dtype=float), df["level"].to_numpy())
 
 
-def scan(study: Study) -> pd.DataFrame:
-    """One row per grid cell: keys, `cell_hash` (current), `dir` and `state`
-    (complete / stale / missing), from the cells' `cell.json` alone. Sorted by keys."""
+def scan(study: Study, cells: list | None = None) -> pd.DataFrame:
+    """One row per grid cell (or per cell of `cells`, say a slice): keys, `cell_hash`
+    (current), `dir` and `state` (complete / stale / missing), from the cells'
+    `cell.json` alone. Sorted by keys."""
     rows = []
-    for cell in study.cells():
+    for cell in study.cells() if cells is None else cells:
         d = cell.dir  # a few path joins: built once per cell
         meta = records.read_cell_json(d)
         state = "missing" if meta is None else "complete" if meta.get("cell_hash") == cell.hash else "stale"
@@ -384,9 +388,12 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
     sub = subgroups(study, done)
     clock["subgroups"] = time.perf_counter() - t0 - sum(clock.values())
     tables = {"subgroups": sub, "headline": headline(summary), "memorization": memorization(summary),
-              "optimal": optimal(summary, study.levels), "subgroup_headline": subgroup_headline(sub)}
+              "optimal": optimal(summary, study.levels), "subgroup_headline": subgroup_headline(sub),
+              "compute": compute.table(study, done)}
     for name, df in tables.items():
         written[name] = _write(df, out, name)[0]
+    # the report's summary of the compute table: a side output, not a table (merge returns tables)
+    compute.write_html(compute.summary(tables["compute"]), out / "compute.html", study)
     clock["derived"] = time.perf_counter() - t0 - sum(clock.values())
     log.info("merged %d of %d cells into %s in %.1fs (%s); %d stale, %d missing", len(done), len(grid), out,
              sum(clock.values()), ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()),

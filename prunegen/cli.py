@@ -13,6 +13,11 @@ def _study_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="override the study's data_root")
 
 
+def _select_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", metavar="TERMS", help='a slice of the study, e.g. "benchmark=digits-mlp '
+                   'noise=0,0.1": the matching cells and the cells they read (as --config select=...)')
+
+
 def _load(args):
     from .config import load_study
 
@@ -24,9 +29,16 @@ def cmd_run_cell(args) -> None:
     from . import allocator
     from .cell import run_cell
 
+    from . import compute, records
+    from .cell import resolve_device
+
     allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
     study = _load(args)
-    path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
+    cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
+    # GPU samples only for a cell that trains (a complete one is skipped and keeps its own)
+    device = None if records.is_complete(cell.dir, cell.hash) else resolve_device(args.device or study.device)
+    with compute.gpu_sampler(compute.gpu_json(study, cell), device):
+        path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
     print(path)
 
 
@@ -52,9 +64,25 @@ def cmd_results(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from .analysis import format_status, status
+    from .analysis import format_status, scan, status
+    from .selection import cells
 
-    print(format_status(status(_load(args))), end="")
+    study = _load(args)
+    print(format_status(status(study, scan(study, cells(study, args.select)))), end="")
+
+
+def cmd_plan(args) -> None:
+    import json
+
+    from .plan import format_plan, plan
+
+    study = _load(args)
+    if args.calibrate:
+        from .calibrate import calibrate
+
+        calibrate(study, steps=args.calibrate_steps, device=args.device)
+    p = plan(study, args.select, args.partition_limit)
+    print(json.dumps(p, indent=2) if args.json else format_plan(p), end="\n" if args.json else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         _study_arg(p)
         p.set_defaults(func=func)
+    _select_arg(p)  # status
+
+    p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "
+                                    "benchmark and arm, before submitting (writes nothing, but --calibrate)")
+    _study_arg(p)
+    _select_arg(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--partition-limit", metavar="TIME", help="flag jobs whose estimate or requested time "
+                   "exceeds this SLURM time limit (minutes, H:M:S or D-H:M:S)")
+    p.add_argument("--calibrate", action="store_true", help="first time a few hundred training steps of each "
+                   "benchmark on this device, into results/<study>/calibration.json")
+    p.add_argument("--calibrate-steps", type=int, default=200, help="steps timed per benchmark (default: %(default)s)")
+    p.add_argument("--device", help="--calibrate: override the study's device (cpu, cuda, auto)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("results", help="write the results page (claim by claim) and its figures from the "
                                        "study's merged tables")

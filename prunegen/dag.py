@@ -11,10 +11,11 @@ from pathlib import Path
 
 from .config import Cell, Study, StudyError, format_noise, load_study
 from .records import COMPLETE_MARKER, RECORD_FILES
+from .selection import cells as selected_cells
 
 CELL_PATTERN = "benchmark={benchmark}/arm={arm}/noise={noise}/seed={seed}/level={level}"
 CELL_FILES = {Path(f).stem.replace(".", "_"): f for f in (*RECORD_FILES, COMPLETE_MARKER)}
-TABLES = ("summary", "history", "subgroups", "subgroup_headline", "headline", "memorization", "optimal")
+TABLES = ("summary", "history", "subgroups", "subgroup_headline", "headline", "memorization", "optimal", "compute")
 FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity", "completeness")
 
 WILDCARD_CONSTRAINTS = {
@@ -56,8 +57,9 @@ def parent_inputs(study: Study, w) -> list[str]:
     return [str(p.dir / COMPLETE_MARKER) for p in cell(study, w).parents()]
 
 
-def grid_markers(study: Study) -> list[str]:
-    return [str(c.dir / COMPLETE_MARKER) for c in study.cells()]
+def grid_markers(study: Study, select: str | None = None) -> list[str]:
+    """The completion markers of the grid, or of the slice `select` (prunegen.selection)."""
+    return [str(c.dir / COMPLETE_MARKER) for c in selected_cells(study, select)]
 
 
 def resources(study: Study, w) -> dict:

@@ -176,3 +176,20 @@ def test_results_page_of_a_two_benchmark_study_judges_each_benchmark_on_its_own_
         section = text.split(f"## Benchmark `{b}`")[1].split("\n## ")[0]
         assert len(re.findall(r"\d+\.\d{2}%", section)) > 20
         assert page_numbers_in_tables(text, tables_dir, b) == []
+
+
+def test_the_compute_table_has_every_cells_job_and_the_report_shows_it(complete, tmp_path):
+    workdir, study = complete
+    compute = pq.read_table(workdir / "results/smoke/tables/compute.parquet").to_pandas()
+    summary = pq.read_table(workdir / "results/smoke/tables/summary.parquet").to_pandas()
+    keys = ["benchmark", "arm", "noise", "seed", "level"]
+    assert compute[keys].equals(summary[keys])  # one row per merged cell, same order
+    assert (compute["job_seconds"] > 0).all() and (compute["max_rss_mb"] > 0).all()
+    assert compute["cpu_seconds"].notna().all()
+    assert compute["gpu_mem_used_max_mb"].isna().all()  # no GPU here: nothing sampled
+    # the job took longer than the training inside it (process start, imports, records)
+    assert (compute["job_seconds"] >= summary["wall_seconds"]).all()
+    report = tmp_path / "report.html"
+    snakemake(workdir, study, "--report", str(report))
+    text = report.read_text()
+    assert "compute.html" in text and "What the cell jobs cost" in text

@@ -2,9 +2,10 @@
 
 rule merge:
     input:
-        dag.grid_markers(STUDY),
+        dag.grid_markers(STUDY, SELECT),
     output:
         expand(f"{ROOT}/tables/{{table}}.{{ext}}", table=dag.TABLES, ext=("parquet", "csv")),
+        report(f"{ROOT}/tables/compute.html", caption="../report/compute.rst", category="Compute"),
     log:
         f"{ROOT}/logs/merge.log",
     shell:
