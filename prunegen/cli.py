@@ -54,7 +54,7 @@ def cmd_results(args) -> None:
 def cmd_status(args) -> None:
     from .analysis import format_status, status
 
-    print(format_status(status(_load(args))), end="")
+    print(format_status(status(_load(args), verify=args.verify)), end="")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, func, text in (
             ("merge", cmd_merge, "merge every complete cell of the study into results/<study>/tables (Parquet + CSV)"),
             ("figures", cmd_figures, "draw the study's figures into results/<study>/figures (PNG + PDF)"),
-            ("status", cmd_status, "count complete / stale / missing cells per benchmark and arm (writes nothing)")):
+            ("status", cmd_status, "count complete / stale / corrupt / missing cells per benchmark and arm "
+                                   "(writes nothing)")):
         p = sub.add_parser(name, help=text)
         _study_arg(p)
         p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--verify", action="store_true",
+                           help="checksum every record file (default: compare sizes, as a dry run does)")
 
     p = sub.add_parser("results", help="write the results page (claim by claim) and its figures from the "
                                        "study's merged tables")
@@ -95,13 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     # modules import torch (seconds) and merge, figures and results need none of it.
     from .config import StudyError
 
-    expected: tuple[type[Exception], ...] = (StudyError,)
+    from .records import CorruptRecordError
+
+    expected: tuple[type[Exception], ...] = (StudyError, CorruptRecordError)
     if args.command == "run-cell":
         from .arms import MissingParentError
         from .data import DatasetError
+        from .lock import CellLockedError
         from .training import CheckpointError
 
-        expected += (DatasetError, MissingParentError, CheckpointError)
+        expected += (DatasetError, MissingParentError, CheckpointError, CellLockedError)
     elif args.command == "results":
         from .claims import TablesError
 
