@@ -24,6 +24,12 @@ SELECT = config.get("select")
 STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
     f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))
 
+# Corrupt cells (a record file that does not match its cell.json) lose their marker
+# here, once per run in the main process (not in every cluster job): they and the
+# cells after them in their chains are then re-run like missing ones.
+if workflow.is_main_process:
+    dag.set_aside_corrupt(STUDY)
+
 wildcard_constraints:
     **dag.WILDCARD_CONSTRAINTS,
 

@@ -6,7 +6,7 @@ made-up but realistic values: `summary.parquet` (computed from the examples by
 `cell.summarize`), `history.parquet` (16 epochs per cycle; a chain cell repeats its
 parent's rows, as cell.py does), `examples.parquet` (1,797 rows: digits' train / val /
 test splits with the seed's real noisy labels), empty `model.pt` / `mask.pt`, and
-`cell.json` with the cell's hash, last. Generating the grid takes minutes (a process
+`cell.json` with the cell's hash and its files' sizes and checksums, last. Generating the grid takes minutes (a process
 pool); it is kept in `benchmarks/out/merge-grid/` and reused while its parameters match.
 
 Each repeat runs the merge as a fresh process, both as `prunegen merge` (what the workflow
@@ -157,12 +157,12 @@ def generate_group(study_path: str, noise: float, seed: int) -> tuple[int, int]:
             with records.atomic_write(out / "examples.parquet") as tmp:  # = write_parquet(ex, EXAMPLES)
                 pq.write_table(pa.Table.from_pydict(ex, schema=records.EXAMPLES), tmp)
             records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
-            records.write_json({"cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(),
+            records.write_cell_json({"cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(),
                                 "study": study.name, "width": width, "width_ratio": ratio,
                                 "cycles_trained": own, "layer_density": {}, "resumed_from": None,
                                 "device": "cpu", "device_name": "synthetic", "versions": {},
                                 "git_revision": None, "wall_seconds": summary["wall_seconds"]},
-                               out / records.COMPLETE_MARKER)
+                                    out)
             cells += 1
     return cells, kept_rows
 

@@ -52,7 +52,7 @@ METRICS = ["test_error", "train_loss", "train_loss_clean", "train_loss_noisy", "
 QUANTILE_BINS = 5
 SUBGROUPS = ("all", "clean", "noisy", *(f"dense_loss_q{i + 1}" for i in range(QUANTILE_BINS)))
 TABLES = ("summary", "history", "subgroups", "headline", "memorization", "optimal", "subgroup_headline", "compute")
-STATES = ("complete", "stale", "missing")
+STATES = ("complete", "stale", "corrupt", "missing")
 
 
 # ---------------------------------------------------------------- grid and status
@@ -66,17 +66,19 @@ def _sparsity_of(study: Study, df: pd.DataFrame) -> np.ndarray:
     return nominal_sparsity(fraction.to_numpy(dtype=float), df["level"].to_numpy())
 
 
-def scan(study: Study, cells: list | None = None) -> pd.DataFrame:
+def scan(study: Study, cells: list | None = None, verify: bool = False) -> pd.DataFrame:
     """One row per grid cell (or per cell of `cells`, say a slice): keys, `cell_hash`
-    (current), `dir` and `state` (complete / stale / missing), from the cells'
-    `cell.json` alone. Sorted by keys."""
+    (current), `dir`, `state` (complete / stale / corrupt / missing), `problem` (what is
+    corrupt) and `files` (the sizes and checksums its cell.json records). Reads each
+    cell.json and stats its record files (sizes); `verify` checksums every record file
+    too. Sorted by keys."""
     rows = []
     for cell in study.cells() if cells is None else cells:
         d = cell.dir  # a few path joins: built once per cell
-        meta = records.read_cell_json(d)
-        state = "missing" if meta is None else "complete" if meta.get("cell_hash") == cell.hash else "stale"
-        rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(d), "state": state})
-    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state"])
+        st = records.check(d, cell.hash, verify)
+        rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(d), "state": st.state, "problem": st.problem,
+                     "files": st.meta["files"] if st.state == "complete" else None})
+    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files"])
     df = df.astype({"noise": float, "seed": "int64", "level": "int64"})
     return df.sort_values(KEYS, ignore_index=True)
 
@@ -85,24 +87,29 @@ def _arm_rank(arms: pd.Series) -> pd.Series:
     return arms.map({a: i for i, a in enumerate(ARMS)}).fillna(len(ARMS))
 
 
-def status(study: Study, grid: pd.DataFrame | None = None) -> pd.DataFrame:
+def status(study: Study, grid: pd.DataFrame | None = None, verify: bool = False) -> pd.DataFrame:
     """Per benchmark and arm: how many grid cells are complete, stale (cell.json of
-    another hash) and missing. Reads only cell.json files."""
-    grid = scan(study) if grid is None else grid
+    another hash), corrupt (a record file that does not match its cell.json) and
+    missing. The corrupt cells' problems are in `.attrs["corrupt"]`."""
+    grid = scan(study, verify=verify) if grid is None else grid
     counts = (pd.crosstab([grid["benchmark"], grid["arm"]], grid["state"])
               .reindex(columns=list(STATES), fill_value=0).reset_index())
     counts.columns.name = None
     counts.insert(2, "cells", counts[list(STATES)].sum(axis=1))
     order = counts.assign(_r=_arm_rank(counts["arm"])).sort_values(["benchmark", "_r"]).index
-    return counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", *STATES)})
+    out = counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", *STATES)})
+    out.attrs["corrupt"] = grid.loc[grid["state"] == "corrupt", "problem"].tolist()
+    return out
 
 
 def format_status(df: pd.DataFrame) -> str:
     total = {"benchmark": "total", "arm": "", **{c: int(df[c].sum()) for c in ("cells", *STATES)}}
     table = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
     done = total["complete"] / total["cells"] if total["cells"] else 0.0
+    corrupt = "".join(f"corrupt: {p}\n" for p in df.attrs.get("corrupt", []))
     return (table.to_string(index=False) + f"\n\n{total['complete']} of {total['cells']} cells complete "
-            f"({done:.0%}), {total['stale']} stale, {total['missing']} missing\n")
+            f"({done:.0%}), {total['stale']} stale, {total['missing']} missing, {total['corrupt']} corrupt\n"
+            + (f"\n{corrupt}(the workflow re-runs corrupt cells and the cells after them)\n" if corrupt else ""))
 
 
 # ---------------------------------------------------------------- writing
@@ -134,31 +141,67 @@ def _stream(chunks, schema: pa.Schema, out_dir: Path, name: str) -> list[Path]:
     return [pq_path, csv_path]
 
 
-def _read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+def _read_parquet(path: str, columns: list[str] | None = None, expected: dict | None = None) -> pa.Table:
     """A small Parquet file read whole into memory first: several times cheaper than
-    Arrow's random-access reader (and than `pq.read_table`) on a file of a few KB."""
+    Arrow's random-access reader (and than `pq.read_table`) on a file of a few KB.
+    With `expected` (its cell.json entry), the bytes are checked against its size and
+    checksum first: CorruptRecordError names the file."""
     with open(path, "rb") as f:
-        return pq.ParquetFile(pa.BufferReader(f.read())).read(columns=columns, use_threads=False)
+        data = f.read()
+    if expected is not None:
+        problem = records._mismatch(Path(path), expected, data)
+        if problem:
+            raise records.CorruptRecordError(problem)
+    try:
+        return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+    except (pa.ArrowException, OSError) as e:  # no checksum to compare with: still one clear error
+        raise records.CorruptRecordError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+class Corrupt:
+    """Cells found corrupt while the merge reads them: left out, each with one warning."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, str] = {}
+
+    def add(self, d: str, problem: str) -> None:
+        if d not in self.dirs:
+            self.dirs[d] = problem
+            log.warning("corrupt record %s: its cell is left out of the tables", problem)
+
+    def drop(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df[~df["dir"].isin(self.dirs)].reset_index(drop=True) if self.dirs else df
+
+
+def _expected(files: dict | None, name: str) -> dict | None:
+    return None if files is None else files.get(name)
 
 
 def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_epochs: tuple[str, ...] = (),
-                cells_per_chunk: int = 500) -> pa.Table:
-    """`<kind>.parquet` of each cell (rows of `cells`: keys + dir), keys prepended as
-    typed columns; a thread per file (opening thousands of small files is the cost).
-    `own_epochs` (history): the chain arms, whose cells keep only the cycle they trained."""
-    def one(d: str) -> pa.Table | None:
+                cells_per_chunk: int = 500, corrupt: Corrupt | None = None) -> pa.Table:
+    """`<kind>.parquet` of each cell (rows of `cells`: keys + dir [+ files]), keys
+    prepended as typed columns; a thread per file (opening thousands of small files is
+    the cost). `own_epochs` (history): the chain arms, whose cells keep only the cycle
+    they trained themselves. A file that does not match its checksum is left out (and
+    noted in `corrupt`)."""
+    corrupt = corrupt if corrupt is not None else Corrupt()
+    files = cells["files"] if "files" in cells else pd.Series([None] * len(cells), index=cells.index)
+
+    def one(d: str, f: dict | None) -> pa.Table | None:
         try:
-            return _read_parquet(f"{d}/{kind}.parquet")
+            return _read_parquet(f"{d}/{kind}.parquet", expected=_expected(f, f"{kind}.parquet"))
         except FileNotFoundError:
             log.warning("no %s/%s.parquet: its cell is left out", d, kind)
-            return None
+        except records.CorruptRecordError as e:
+            corrupt.add(d, str(e))
+        return None
 
     schema = getattr(records, kind.upper())
     counts, parts = [], []
     # Concatenated 500 files at a time: thousands of one-row tables held at once cost
     # hundreds of MB in allocator overhead (10,000 summaries: ~450 MB against ~40 MB of data).
     for i in range(0, len(cells), cells_per_chunk):
-        tables = list(pool.map(one, cells["dir"].iloc[i:i + cells_per_chunk]))
+        tables = list(pool.map(one, cells["dir"].iloc[i:i + cells_per_chunk], files.iloc[i:i + cells_per_chunk]))
         counts += [0 if t is None else t.num_rows for t in tables]
         tables = [t if t.schema.equals(schema) else t.select(schema.names).cast(schema)
                   for t in tables if t is not None]
@@ -175,13 +218,14 @@ def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_ep
     return pa.Table.from_arrays([*keys.columns, *body.columns], schema=pa.schema([*records.KEYS, *schema]))
 
 
-def _history_chunks(done: pd.DataFrame, pool: ThreadPoolExecutor, chain_arms: tuple[str, ...] = CHAIN_ARMS,
-                    cells_per_chunk: int = 500):
+def _history_chunks(done: pd.DataFrame, pool: ThreadPoolExecutor, corrupt: Corrupt,
+                    chain_arms: tuple[str, ...] = CHAIN_ARMS, cells_per_chunk: int = 500):
     """The cells' history rows, 500 cells at a time, each epoch once: a chain
     cell (imp, extended, random) at level k keeps only its own cycle k, since its file
     repeats its parent's rows (see `chain_history`)."""
     for i in range(0, len(done), cells_per_chunk):
-        yield _read_cells(done.iloc[i:i + cells_per_chunk], "history", pool, own_epochs=chain_arms)
+        yield _read_cells(done.iloc[i:i + cells_per_chunk], "history", pool, own_epochs=chain_arms,
+                          corrupt=corrupt)
 
 
 def chain_history(history: pd.DataFrame, benchmark: str, arm: str, level: int, noise: float,
@@ -277,17 +321,17 @@ def optimal(summary: pd.DataFrame, levels: int) -> pd.DataFrame:
 _EXAMPLE_COLUMNS = ["split", "index", "is_noisy", "loss", "correct_observed", "correct_true"]
 
 
-def _train_examples(path: str) -> dict[str, np.ndarray]:
-    t = _read_parquet(path, _EXAMPLE_COLUMNS)
+def _train_examples(path: str, expected: dict | None = None) -> dict[str, np.ndarray]:
+    t = _read_parquet(path, _EXAMPLE_COLUMNS, expected)
     t = t.filter(pc.equal(t["split"], "train"))
     return {c: t[c].to_numpy(zero_copy_only=False) for c in _EXAMPLE_COLUMNS[1:]}
 
 
-def loss_bins(dense_examples: str, bins: int = QUANTILE_BINS) -> np.ndarray | None:
+def loss_bins(dense_examples: str, bins: int = QUANTILE_BINS, expected: dict | None = None) -> np.ndarray | None:
     """Index -> quantile bin (0 = lowest loss) of the dense model's per-example training
     loss, as a lookup array (-1 for indices that are not training examples); bins hold
     equal counts, ties broken by example index. None without training examples."""
-    ex = _train_examples(dense_examples)
+    ex = _train_examples(dense_examples, expected)
     if len(ex["index"]) == 0:
         return None
     order = np.lexsort((ex["index"], ex["loss"]))
@@ -296,12 +340,15 @@ def loss_bins(dense_examples: str, bins: int = QUANTILE_BINS) -> np.ndarray | No
     return lookup
 
 
-def _cell_subgroups(path: str, lookup: np.ndarray | None) -> list[dict]:
+def _cell_subgroups(path: str, lookup: np.ndarray | None, expected: dict | None = None) -> list[dict] | str:
+    """The cell's subgroup rows; the problem (a string) if its file is corrupt."""
     try:
-        ex = _train_examples(path)
+        ex = _train_examples(path, expected)
     except FileNotFoundError:
         log.warning("no %s: its cell is left out of the subgroups table", path)
         return []
+    except records.CorruptRecordError as e:
+        return str(e)
     loss = ex["loss"].astype(np.float64)
     noisy = ex["is_noisy"].astype(bool)
     wrong, wrong_true = ~ex["correct_observed"].astype(bool), ~ex["correct_true"].astype(bool)
@@ -329,20 +376,35 @@ def _cell_subgroups(path: str, lookup: np.ndarray | None) -> list[dict]:
     return rows
 
 
-def subgroups(study: Study, done: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
+def subgroups(study: Study, done: pd.DataFrame, workers: int | None = None,
+              corrupt: Corrupt | None = None) -> pd.DataFrame:
     """Stream every complete cell's examples.parquet, one (benchmark, noise, seed) at a
-    time and a few cells at once, into per-subgroup means."""
+    time and a few cells at once, into per-subgroup means (checksums verified as read)."""
     workers = workers or min(4, os.cpu_count() or 1)
+    corrupt = corrupt if corrupt is not None else Corrupt()
+    if "files" not in done:
+        done = done.assign(files=None)
     rows: list[dict] = []
+    name = "examples.parquet"
     with ThreadPoolExecutor(workers) as pool:
         for _, group in done.groupby(SEED_GROUP, sort=True):
             dense = group[group["arm"] == "dense"]
-            dense_examples = f"{dense['dir'].iloc[0]}/examples.parquet" if len(dense) else None
-            lookup = loss_bins(dense_examples) if dense_examples and os.path.exists(dense_examples) else None
-            paths = [f"{d}/examples.parquet" for d in group["dir"]]
-            for key, result in zip(group[KEYS].to_dict("records"),
-                                   pool.map(lambda p: _cell_subgroups(p, lookup), paths)):
-                rows += [{**key, **r} for r in result]
+            lookup = None
+            if len(dense):
+                d, files = dense["dir"].iloc[0], dense["files"].iloc[0]
+                if os.path.exists(f"{d}/{name}"):
+                    try:
+                        lookup = loss_bins(f"{d}/{name}", expected=_expected(files, name))
+                    except records.CorruptRecordError as e:
+                        corrupt.add(d, str(e))
+            group = corrupt.drop(group)
+            jobs = [(f"{d}/{name}", _expected(f, name)) for d, f in zip(group["dir"], group["files"])]
+            results = pool.map(lambda job: _cell_subgroups(job[0], lookup, job[1]), jobs)
+            for key, d, result in zip(group[KEYS].to_dict("records"), group["dir"], results):
+                if isinstance(result, str):
+                    corrupt.add(d, result)
+                else:
+                    rows += [{**key, **r} for r in result]
     cols = [*KEYS, "subgroup", "examples", "noisy_fraction", "train_loss", "train_error", "train_error_true"]
     df = pd.DataFrame(rows, columns=cols).astype({"noise": float, "seed": "int64", "level": "int64"})
     df.insert(len(KEYS), "nominal_sparsity", _sparsity_of(study, df))
@@ -362,31 +424,42 @@ def subgroup_headline(sub: pd.DataFrame) -> pd.DataFrame:
 
 def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Merge the complete cells of the study's grid into tables; returns name -> Parquet
-    path (the CSV twin sits beside it). Cells of other grids and stale cells are ignored."""
+    path (the CSV twin sits beside it). Cells of other grids and stale cells are ignored;
+    corrupt cells (found by the scan's size check, or by the checksum of every file the
+    merge reads) are left out, each with a warning naming its file."""
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else study.root / "tables"
     out.mkdir(parents=True, exist_ok=True)
     grid = scan(study)
+    corrupt = Corrupt()
+    for d, problem in zip(grid["dir"][grid["state"] == "corrupt"], grid["problem"][grid["state"] == "corrupt"]):
+        corrupt.add(d, problem)
     done = grid[grid["state"] == "complete"].reset_index(drop=True)
     written: dict[str, Path] = {}
     clock = {"scan": time.perf_counter() - t0}
 
+    # Examples first (the largest files, read once): a corrupt one leaves its cell out of
+    # the summary and history as well.
+    sub = subgroups(study, done, corrupt=corrupt)
+    done = corrupt.drop(done)
+    clock["subgroups"] = time.perf_counter() - t0 - sum(clock.values())
     summary_schema = pa.schema([*records.KEYS, *records.SUMMARY, ("nominal_sparsity", pa.float64())])
     with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:  # many small files
-        summary = _read_cells(done, "summary", pool).to_pandas()
+        summary = _read_cells(done, "summary", pool, corrupt=corrupt).to_pandas()
         summary = summary.merge(done[[*KEYS, "cell_hash"]], on=[*KEYS, "cell_hash"])  # this run's records only
         summary["nominal_sparsity"] = _sparsity_of(study, summary)
         summary = summary.sort_values(KEYS, ignore_index=True)[summary_schema.names]
-        written["summary"] = _write(pa.Table.from_pandas(summary, summary_schema, preserve_index=False),
-                                    out, "summary")[0]
         done = done.merge(summary[KEYS], on=KEYS)  # cells whose summary is really there
         clock["summary"] = time.perf_counter() - t0 - sum(clock.values())
         history_schema = pa.schema([*records.KEYS, *records.HISTORY])
-        written["history"] = _stream(_history_chunks(done, pool, study.chain_arms), history_schema, out, "history")[0]
+        written["history"] = _stream(_history_chunks(done, pool, corrupt, study.chain_arms), history_schema,
+                                     out, "history")[0]
     clock["history"] = time.perf_counter() - t0 - sum(clock.values())
-
-    sub = subgroups(study, done)
-    clock["subgroups"] = time.perf_counter() - t0 - sum(clock.values())
+    kept = corrupt.drop(done)[KEYS]  # less the cells whose history turned out corrupt
+    summary = summary.merge(kept, on=KEYS)
+    sub = sub.merge(kept, on=KEYS)[sub.columns]
+    written["summary"] = _write(pa.Table.from_pandas(summary, summary_schema, preserve_index=False),
+                                out, "summary")[0]
     tables = {"subgroups": sub, "headline": headline(summary), "memorization": memorization(summary),
               "optimal": optimal(summary, study.levels), "subgroup_headline": subgroup_headline(sub),
               "compute": compute.table(study, done)}
@@ -395,7 +468,7 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
     # the report's summary of the compute table: a side output, not a table (merge returns tables)
     compute.write_html(compute.summary(tables["compute"]), out / "compute.html", study)
     clock["derived"] = time.perf_counter() - t0 - sum(clock.values())
-    log.info("merged %d of %d cells into %s in %.1fs (%s); %d stale, %d missing", len(done), len(grid), out,
-             sum(clock.values()), ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()),
-             int((grid["state"] == "stale").sum()), int((grid["state"] == "missing").sum()))
-    return written
+    log.info("merged %d of %d cells into %s in %.1fs (%s); %d stale, %d missing, %d corrupt", len(kept), len(grid),
+             out, sum(clock.values()), ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()),
+             int((grid["state"] == "stale").sum()), int((grid["state"] == "missing").sum()), len(corrupt.dirs))
+    return {name: written[name] for name in TABLES}

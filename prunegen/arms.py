@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import pruning
+from . import pruning, records
 from .config import Cell
 from .data import to_float
 from .models import base_width, build_model, width_candidates
@@ -50,15 +50,36 @@ def init_model(cell: Cell, input_shape, num_classes: int, width: int | None = No
         return build_model(cell.benchmark.model, input_shape=input_shape, num_classes=num_classes, width=width)
 
 
-def load_final(cell: Cell) -> tuple[dict, pruning.Mask]:
-    """The final weights and mask of a completed parent cell."""
-    files = [cell.dir / "model.pt", cell.dir / "mask.pt"]
-    if not (cell.dir / "cell.json").exists() or not all(f.exists() for f in files):
-        raise MissingParentError(f"parent cell {cell.label} is not complete: expected {files[0]} and "
-                                 f"{files[1]} (run it first)")
-    state = torch.load(files[0], map_location="cpu", weights_only=True)
-    mask = torch.load(files[1], map_location="cpu", weights_only=True)
-    return state, mask
+def check_parent(cell: Cell, parent: Cell) -> None:
+    """Refuse to start `cell` unless `parent`'s records are complete and match their sizes."""
+    state = records.check(parent.dir, parent.hash)
+    if state.state == "corrupt":
+        raise records.CorruptRecordError(_corrupt(cell, parent, state.problem))
+    if state.state != "complete":
+        raise MissingParentError(f"{cell.label} needs the complete parent cell {parent.dir} "
+                                 f"({state.state}; run it first)")
+
+
+def _corrupt(cell: Cell, parent: Cell, problem: str) -> str:
+    return (f"{cell.label} reads the corrupt record {problem}; delete {parent.dir} and run the "
+            f"workflow again, which re-runs {parent.label} and the cells after it")
+
+
+def _read(cell: Cell, parent: Cell, name: str, how):
+    try:
+        return how(parent.dir, name)
+    except records.CorruptRecordError as e:
+        raise records.CorruptRecordError(_corrupt(cell, parent, str(e))) from None
+
+
+def load_final(cell: Cell, parent: Cell) -> tuple[dict, pruning.Mask]:
+    """The final weights and mask of `cell`'s complete parent, checksums verified."""
+    check_parent(cell, parent)
+    return _read(cell, parent, "model.pt", records.load_torch), _read(cell, parent, "mask.pt", records.load_torch)
+
+
+def parent_history(cell: Cell, parent: Cell) -> list[dict]:
+    return _read(cell, parent, "history.parquet", records.read_parquet_verified).to_pylist()
 
 
 def keep_count(total: int, fraction: float, level: int) -> int:
@@ -97,7 +118,7 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
     if cell.base == "dense":
         return Start(model, pruning.full_mask(model, bm.prune.ignore), full_width, [0], 1, None)
 
-    state, parent_mask = load_final(cell.parents()[0])
+    state, parent_mask = load_final(cell, cell.parents()[0])
     model.load_state_dict(state)
     if cell.base == "extended":
         return Start(model, parent_mask, full_width, [k], k + 1, None)
@@ -108,11 +129,11 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
     elif cell.base == "imp":
         mask = pruning.magnitude_prune(model, parent_mask, keep)
     else:  # random: imp level k's per-layer counts, drawn among the weights still alive
-        _, imp_mask = load_final(cell.sibling("imp", k))
+        _, imp_mask = load_final(cell, cell.sibling("imp", k))
         per_layer = {n: int(m.sum()) for n, m in imp_mask.items()}
         mask = pruning.random_prune(parent_mask, per_layer, generator(cell.seed, "random-mask", k))
     if variant == "weight_rewind":
-        model.load_state_dict(rewind_state(cell.sibling("dense", 0).dir))
+        model.load_state_dict(rewind_state(cell, cell.sibling("dense", 0)))
     lr = bm.prune.finetune_lr if variant == "finetune" else None
     return Start(model, mask, full_width, [k], k + 1, lr)
 
@@ -140,8 +161,7 @@ def method_context(cell: Cell, input_shape, splits) -> pruning.Context:
                            batches=batches)
 
 
-def rewind_state(dense_dir: Path) -> dict:
-    path = dense_dir / "rewind.pt"
-    if not path.exists():
-        raise MissingParentError(f"weight_rewind needs {path}, saved by the dense level-0 cell")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def rewind_state(cell: Cell, dense: Cell) -> dict:
+    if "rewind.pt" not in (records.read_cell_json(dense.dir) or {}).get("files", {}):
+        raise MissingParentError(f"weight_rewind needs {dense.dir / 'rewind.pt'}, saved by the dense level-0 cell")
+    return _read(cell, dense, "rewind.pt", records.load_torch)

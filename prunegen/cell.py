@@ -8,12 +8,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
 from . import __version__, arms, pruning, records
 from .config import CHAIN_ARMS, Cell, Study
 from .data import load_dataset
+from .lock import CellLock
 from .splits import Splits, make_splits
 from .training import Checkpoint, evaluate, train, use_channels_last
 
@@ -86,14 +86,22 @@ def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start) 
 
 
 def run(cell: Cell, *, device: str | None = None) -> Path:
-    """Run `cell` unless its complete records with the same hash exist; return its folder."""
+    """Run `cell` unless its complete records with the same hash exist; return its folder.
+    One process at a time: a second one on the same cell raises CellLockedError."""
+    with CellLock(cell.dir, cell.label):
+        return _run(cell, device)
+
+
+def _run(cell: Cell, device: str | None) -> Path:
     out = cell.dir
-    if records.is_complete(out, cell.hash):
+    own = records.check(out, cell.hash, verify=True)  # its own records, checksummed before trusting them
+    if own.state == "complete":
         log.info("%s: complete (hash %s), skipping", cell.label, cell.hash)
         return out
+    if own.state == "corrupt":
+        log.warning("%s: corrupt records (%s): running it again", cell.label, own.problem)
     for parent in cell.parents():
-        if not records.is_complete(parent.dir, parent.hash):
-            raise arms.MissingParentError(f"{cell.label} needs the complete parent cell {parent.dir}")
+        arms.check_parent(cell, parent)
     t0 = time.perf_counter()
     bm = cell.benchmark
     dev = resolve_device(device or cell.study.device)
@@ -121,7 +129,7 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
                           on_epoch=save_rewind)
 
     if cell.base in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
-        history = pq.read_table(cell.parents()[0].dir / "history.parquet").to_pylist() + history
+        history = arms.parent_history(cell, cell.parents()[0]) + history
     ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)
     summary = summarize(cell, ex, report, start)
@@ -133,14 +141,16 @@ def run(cell: Cell, *, device: str | None = None) -> Path:
     records.write_parquet(history, records.HISTORY, out / "history.parquet")
     records.write_parquet(ex, records.EXAMPLES, out / "examples.parquet")
     records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
-    records.write_json({
+    files = records.RECORD_FILES + (("rewind.pt",) if (out / "rewind.pt").exists() and cell.arm == "dense" else ())
+    records.write_cell_json({
         "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
         "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
-    }, out / records.COMPLETE_MARKER)
+    }, out, files)
+    (out / records.SET_ASIDE).unlink(missing_ok=True)  # a corrupt earlier run's marker
     checkpoint.clear()
     log.info("%s: done in %.1fs: test error %.4f, train loss %.4f, density %.4f",
              cell.label, summary["wall_seconds"], summary["test_error"], summary["train_loss"], summary["density"])

@@ -68,7 +68,7 @@ def cmd_status(args) -> None:
     from .selection import cells
 
     study = _load(args)
-    print(format_status(status(study, scan(study, cells(study, args.select)))), end="")
+    print(format_status(status(study, scan(study, cells(study, args.select), verify=args.verify))), end="")
 
 
 def cmd_plan(args) -> None:
@@ -102,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, func, text in (
             ("merge", cmd_merge, "merge every complete cell of the study into results/<study>/tables (Parquet + CSV)"),
             ("figures", cmd_figures, "draw the study's figures into results/<study>/figures (PNG + PDF)"),
-            ("status", cmd_status, "count complete / stale / missing cells per benchmark and arm (writes nothing)")):
+            ("status", cmd_status, "count complete / stale / corrupt / missing cells per benchmark and arm "
+                                   "(writes nothing)")):
         p = sub.add_parser(name, help=text)
         _study_arg(p)
         p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--verify", action="store_true",
+                           help="checksum every record file (default: compare sizes, as a dry run does)")
     _select_arg(p)  # status
 
     p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "
@@ -137,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     # modules import torch (seconds) and merge, figures and results need none of it.
     from .config import StudyError
 
-    expected: tuple[type[Exception], ...] = (StudyError,)
+    from .records import CorruptRecordError
+
+    expected: tuple[type[Exception], ...] = (StudyError, CorruptRecordError)
     if args.command == "run-cell":
         from .arms import MissingParentError
         from .data import DatasetError
+        from .lock import CellLockedError
         from .training import CheckpointError
 
-        expected += (DatasetError, MissingParentError, CheckpointError)
+        expected += (DatasetError, MissingParentError, CheckpointError, CellLockedError)
     elif args.command == "results":
         from .verdicts.page import TablesError
 

@@ -7,11 +7,16 @@ is tested like the rest of the engine.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
+from . import records
 from .config import Cell, Study, StudyError, format_noise, load_study
 from .records import COMPLETE_MARKER, RECORD_FILES
 from .selection import cells as selected_cells
+
+log = logging.getLogger("prunegen")
 
 CELL_PATTERN = "benchmark={benchmark}/arm={arm}/noise={noise}/seed={seed}/level={level}"
 CELL_FILES = {Path(f).stem.replace(".", "_"): f for f in (*RECORD_FILES, COMPLETE_MARKER)}
@@ -69,3 +74,22 @@ def resources(study: Study, w) -> dict:
     c = cell(study, w)
     r["runtime_min"] *= c.level + 1 if c.base == "downscaled_extended" else 1
     return r
+
+
+def set_aside_corrupt(study: Study) -> list[str]:
+    """Rename the completion marker of every corrupt grid cell to `cell.json.corrupt`,
+    so that Snakemake, which finds the cell's output missing, re-runs it and the cells
+    after it in its chain (as for a deleted cell). Nothing else is touched: the records
+    stay for inspection until the re-run overwrites them. The check is the cheap one,
+    per cell one cell.json read and a stat per record file (sizes and modification
+    times; a file modified since it was written is checksummed). Returns the problems."""
+    found = []
+    for c in study.cells():
+        state = records.check(c.dir, c.hash)
+        if state.state == "corrupt":
+            marker = c.dir / COMPLETE_MARKER
+            os.replace(marker, marker.with_name(records.SET_ASIDE))
+            log.warning("corrupt record %s: %s will be re-run (its cell.json is now %s)",
+                        state.problem, c.label, records.SET_ASIDE)
+            found.append(state.problem)
+    return found

@@ -8,9 +8,11 @@ with the keys as typed columns.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ WALL_CLOCK = {"seconds", "wall_seconds"}
 
 RECORD_FILES = ("history.parquet", "examples.parquet", "summary.parquet", "model.pt", "mask.pt")
 COMPLETE_MARKER = "cell.json"  # written last: a folder without it is not a result
+SET_ASIDE = "cell.json.corrupt"  # the marker of a corrupt cell, renamed by the workflow to re-run it
 
 
 _UMASK = os.umask(0)
@@ -103,17 +106,146 @@ def save_torch(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+class CorruptRecordError(RuntimeError):
+    """A record file that does not match what its cell.json says was written."""
+
+
+CHECKSUM = "sha256"  # hashlib's, OpenSSL-accelerated: a GB in about a second
+_SELF = "cell_json_sha256"  # cell.json's checksum of its own other fields
+_CHUNK = 1 << 20
+
+
+def digest(path: Path) -> dict:
+    """Size, checksum and modification time of a written record file."""
+    with open(path, "rb") as f:
+        h = hashlib.file_digest(f, CHECKSUM)
+        st = os.fstat(f.fileno())
+    return {"size": st.st_size, CHECKSUM: h.hexdigest(), "mtime_ns": st.st_mtime_ns}
+
+
+def _canonical(meta: dict) -> bytes:
+    body = {k: v for k, v in meta.items() if k != _SELF}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def write_cell_json(meta: dict, cell_dir: Path, files: tuple[str, ...] = RECORD_FILES) -> None:
+    """Write the completion marker last: `meta` plus the size and checksum of every
+    record file in `files`, and a checksum of itself, so any of them can be verified."""
+    meta = json.loads(json.dumps({**meta, "files": {f: digest(cell_dir / f) for f in files}}, default=str))
+    meta[_SELF] = hashlib.new(CHECKSUM, _canonical(meta)).hexdigest()
+    write_json(meta, cell_dir / COMPLETE_MARKER)
+
+
 def read_cell_json(cell_dir: Path) -> dict | None:
+    """The cell's verified cell.json; None if there is none. Raises CorruptRecordError
+    naming the file when it is truncated, garbled or lacks its checksums."""
+    path = cell_dir / COMPLETE_MARKER
     try:
-        return json.loads((cell_dir / COMPLETE_MARKER).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return None
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRecordError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or _SELF not in meta or not isinstance(meta.get("files"), dict):
+        raise CorruptRecordError(f"{path}: has no record checksums (garbled, or written before they existed)")
+    if hashlib.new(CHECKSUM, _canonical(meta)).hexdigest() != meta[_SELF]:
+        raise CorruptRecordError(f"{path}: its content does not match its own checksum (garbled)")
+    return meta
 
 
-def is_complete(cell_dir: Path, cell_hash: str) -> bool:
-    meta = read_cell_json(cell_dir)
-    return (meta is not None and meta.get("cell_hash") == cell_hash
-            and all((cell_dir / f).exists() for f in RECORD_FILES))
+def _mismatch(path: Path, expected: dict, data: bytes | None = None) -> str | None:
+    """Why `path` is not the file recorded as `expected` (None if it is): a size check
+    from one stat, and a checksum when `data` is given or the file was rewritten."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path}: missing"
+    if st.st_size != expected["size"]:
+        return f"{path}: {st.st_size} bytes, {expected['size']} recorded (truncated or overwritten)"
+    if data is None and st.st_mtime_ns == expected.get("mtime_ns"):
+        return None  # unchanged since it was checksummed: the cheap check stops here
+    if data is None:
+        with open(path, "rb") as f:
+            actual = hashlib.file_digest(f, CHECKSUM).hexdigest()
+    else:
+        actual = hashlib.new(CHECKSUM, data).hexdigest()
+    if actual != expected[CHECKSUM]:
+        return f"{path}: {CHECKSUM} {actual[:12]}..., {expected[CHECKSUM][:12]}... recorded (garbled)"
+    return None
+
+
+@dataclass(frozen=True)
+class State:
+    state: str                  # complete, stale, corrupt or missing
+    problem: str | None = None  # corrupt: the file and what is wrong with it
+    meta: dict | None = None    # the verified cell.json, when it is readable
+
+
+def check(cell_dir: Path, cell_hash: str, verify: bool = False) -> State:
+    """Where a cell stands. Cheap by default: cell.json is verified, and every record
+    file's size (and modification time) is compared with it; a file whose mtime
+    changed is checksummed. `verify` checksums every file."""
+    try:
+        meta = read_cell_json(cell_dir)
+    except CorruptRecordError as e:
+        return State("corrupt", str(e))
+    if meta is None:
+        if (cell_dir / SET_ASIDE).exists():
+            return State("corrupt", f"{cell_dir / SET_ASIDE}: set aside as corrupt by the workflow, "
+                                    "which re-runs the cell")
+        return State("missing")
+    if meta.get("cell_hash") != cell_hash:
+        return State("stale", meta=meta)
+    for name in dict.fromkeys([*RECORD_FILES, *meta["files"]]):  # + rewind.pt where dense saved one
+        expected = meta["files"].get(name)
+        if expected is None:
+            return State("corrupt", f"{cell_dir / COMPLETE_MARKER}: records no checksum of {name}", meta)
+        path = cell_dir / name
+        problem = _mismatch(path, expected, path.read_bytes() if verify and path.exists() else None)
+        if problem:
+            return State("corrupt", problem, meta)
+    return State("complete", meta=meta)
+
+
+def is_complete(cell_dir: Path, cell_hash: str, verify: bool = False) -> bool:
+    return check(cell_dir, cell_hash, verify).state == "complete"
+
+
+def read_verified(cell_dir: Path, name: str, meta: dict | None = None) -> bytes:
+    """A record file's bytes, checked against its cell.json's size and checksum:
+    what every reader of another cell's records goes through."""
+    meta = read_cell_json(cell_dir) if meta is None else meta
+    path = cell_dir / name
+    if meta is None:
+        raise CorruptRecordError(f"{path}: its cell has no {COMPLETE_MARKER}")
+    expected = meta["files"].get(name)
+    if expected is None:
+        raise CorruptRecordError(f"{path}: {cell_dir / COMPLETE_MARKER} records no checksum of it")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptRecordError(f"{path}: missing") from None
+    problem = _mismatch(path, expected, data)
+    if problem:
+        raise CorruptRecordError(problem)
+    return data
+
+
+def load_torch(cell_dir: Path, name: str, meta: dict | None = None) -> Any:
+    """A verified torch record (model.pt, mask.pt, rewind.pt), weights only."""
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(read_verified(cell_dir, name, meta)), map_location="cpu", weights_only=True)
+
+
+def read_parquet_verified(cell_dir: Path, name: str, meta: dict | None = None,
+                          columns: list[str] | None = None) -> pa.Table:
+    data = read_verified(cell_dir, name, meta)
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
 
 
 def read(cells_root: Path, kind: str, columns: list[str] | None = None) -> pa.Table:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from prunegen import analysis, cli, figures
+from prunegen import analysis, cli, figures, records
 from prunegen.config import CHAIN_ARMS, load_study
 
 from conftest import SMOKE
@@ -176,8 +176,8 @@ def test_status_counts_complete_missing_and_stale_cells(study, tmp_path, capsys)
     shutil.rmtree(copy.cell("digits-mlp", "random", 2, 0.0, 1).dir)
     meta_path = copy.cell("digits-mlp", "extended", 1, 0.2, 0).dir / "cell.json"
     meta = json.loads(meta_path.read_text())
-    meta["cell_hash"] = "0" * 16
-    meta_path.write_text(json.dumps(meta))
+    meta["cell_hash"] = "0" * 16  # another configuration's cell, written as cell.py writes one
+    records.write_cell_json(meta, meta_path.parent)
     stray = copy.root / "cells" / "benchmark=other-grid" / "arm=imp" / "noise=0.5" / "seed=0" / "level=1"
     shutil.copytree(copy.cell("digits-mlp", "imp", 1, 0.2, 0).dir, stray)  # not in this grid
 

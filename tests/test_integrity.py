@@ -1,0 +1,96 @@
+"""Corrupt records are caught (status, merge, a child's run-cell) and one process at a time writes a cell."""
+
+import json
+import logging
+import os
+import shutil
+import socket
+
+import pytest
+
+from prunegen import analysis, cli, lock, records
+from prunegen.config import load_study
+
+from conftest import SMOKE, run_chain
+
+FILES = ("model.pt", "mask.pt", "history.parquet", "examples.parquet", "summary.parquet", "cell.json")
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """dense L0 and imp L1 (noise 0.0) complete."""
+    root = tmp_path_factory.mktemp("results")
+    study = load_study(SMOKE, {"results_root": str(root)})
+    run_chain(study, "imp", 1, 0.0)
+    return study
+
+
+def corrupt(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # garbled: same size, bytes in the middle changed
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 8]) + data[mid + 8:])
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled"])
+@pytest.mark.parametrize("name", FILES)
+def test_a_corrupt_record_is_named_by_status_merge_and_a_childs_run_cell(done, tmp_path, name, how, caplog, capsys):
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    cell = study.cell("digits-mlp", "imp", 1, 0.0, 0)
+    path = cell.dir / name
+    corrupt(path, how)
+
+    status = analysis.status(study).set_index("arm")
+    assert status.loc["imp", "corrupt"] == 1 and status.loc["dense", "complete"] == 2 - 1  # dense: one per noise
+    assert any(str(path) in p for p in status.attrs["corrupt"])
+
+    with caplog.at_level(logging.WARNING, logger="prunegen"):
+        merged = analysis.merge(study)
+    import pandas as pd
+    summary = pd.read_parquet(merged["summary"])
+    assert list(summary.arm) == ["dense"]
+    assert any(str(path) in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+    rc = cli.main(["run-cell", "--study", str(SMOKE), "--results-root", str(tmp_path), "--benchmark", "digits-mlp",
+                   "--arm", "imp", "--level", "2", "--noise", "0.0", "--seed", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(path) in err and "delete" in err
+
+
+@pytest.mark.parametrize("name", ["model.pt", "history.parquet"])
+def test_a_garbled_file_with_its_mtime_restored_is_caught_when_read_or_verified(done, tmp_path, name, capsys):
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    cell = study.cell("digits-mlp", "imp", 1, 0.0, 0)
+    path, st = cell.dir / name, (cell.dir / name).stat()
+    corrupt(path, "garbled")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert analysis.status(study).set_index("arm").loc["imp", "corrupt"] == 0  # the cheap check cannot see it
+    assert analysis.status(study, verify=True).set_index("arm").loc["imp", "corrupt"] == 1
+    rc = cli.main(["run-cell", "--study", str(SMOKE), "--results-root", str(tmp_path), "--benchmark", "digits-mlp",
+                   "--arm", "imp", "--level", "2", "--noise", "0.0", "--seed", "0"])
+    assert rc == 2 and str(path) in capsys.readouterr().err
+
+
+def test_a_live_lock_names_its_holder_and_a_dead_or_silent_one_is_broken(tmp_path, monkeypatch):
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    holder = {"host": "node17", "pid": 4242, "slurm_job_id": "991", "since": "then"}
+    (folder / lock.LOCK_NAME).write_text(json.dumps(holder))
+    with pytest.raises(lock.CellLockedError, match="host node17 pid 4242 SLURM job 991"):
+        lock.CellLock(folder).acquire()
+    os.utime(folder / lock.LOCK_NAME, (0, 0))  # its heartbeat stopped long ago: the node's job died
+    with lock.CellLock(folder):
+        assert json.loads((folder / lock.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (folder / lock.LOCK_NAME).exists()
+
+    dead = {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "slurm_job_id": None, "since": "then"}
+    (folder / lock.LOCK_NAME).write_text(json.dumps(dead))  # a SIGKILLed process on this host
+    with lock.CellLock(folder):
+        pass
+    with lock.CellLock(folder):  # a live holder in this very process blocks a second one
+        with pytest.raises(lock.CellLockedError, match=f"pid {os.getpid()}"):
+            lock.CellLock(folder).acquire()
