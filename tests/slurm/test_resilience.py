@@ -317,7 +317,11 @@ def test_node_down_requeues_cells_without_a_retry(acct, tmp_path, two_reference)
         wait_both_training(tmp_path, p, log)
         cluster.run(["scontrol", "update", "nodename=localhost", "state=down", "reason=prunegen-test"])
         time.sleep(3)
-        cluster.run(["scontrol", "update", "nodename=localhost", "state=resume"])
+        # RESUME is refused ("Invalid node state") while the killed jobs still complete
+        wait_for(lambda: cluster.run(["scontrol", "update", "nodename=localhost", "state=resume"],
+                                     check=False).returncode == 0
+                 or "down" not in cluster.run(["sinfo", "-h", "-N", "-o", "%T"]).stdout, 60,
+                 "the node to take RESUME", poll=1.0)
         rc, out = finish(p, log, timeout=400)
     finally:
         kill_guard(p)
