@@ -359,7 +359,7 @@ rule small:
     bindir, calls_log = make_shim(tmp_path)
     t0 = time.monotonic()
     rc, out = run_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"),
-                      tmp_path / "smk.log", env=env_with(bindir), timeout=300)
+                      tmp_path / "smk.log", env=env_with(bindir), timeout=150)
     assert rc != 0
     m = re.search(r"SLURM job (\d+) \(rule big\) cannot start: pending with reason PartitionConfig", out)
     assert m, out[-4000:]
@@ -423,3 +423,20 @@ def test_controller_restart_loses_nothing(acct, tmp_path, two_reference):
     assert_tables_equal(tmp_path / "results" / "two", two_reference)
     print(f"\ncontroller down twice: {len(sbatch)} sbatch calls ({sum(c['rc'] != 0 for c in sbatch)} refused), "
           f"jobs {runs}")
+
+
+def test_time_out_requeues_only_a_run_that_made_progress(tmp_path):
+    """After a time-out the job is requeued while its cell progresses (a file in its folder
+    changed during the run); a run with no progress is not requeued (it never would finish)."""
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    job = slurm.ShellJob("true", tmp_path, label="c", progress_dirs=[cell], time_limit_min=100)
+    job._started = time.monotonic() - 4801  # ran 80% of its 100-minute limit: submitit's "timed out"
+    job._signature = slurm.progress_signature(job.progress_dirs)
+    assert job.timed_out()
+    assert job.checkpoint() is None  # nothing written: no requeue
+    (cell / "checkpoint.pt").write_bytes(b"epoch 3")
+    assert job.checkpoint() is not None  # an epoch checkpoint appeared: requeue
+    job._started = time.monotonic() - 5  # preempted early, nothing written: requeue anyway
+    job._signature = slurm.progress_signature(job.progress_dirs)
+    assert not job.timed_out() and job.checkpoint() is not None
