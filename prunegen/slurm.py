@@ -48,8 +48,25 @@ ACTIVE_STATES = frozenset({
     "STOPPED", "SPECIAL_EXIT",
 })
 SUCCESS_STATES = frozenset({"COMPLETED"})
-# everything else (FAILED, CANCELLED, TIMEOUT, NODE_FAIL, PREEMPTED, OUT_OF_MEMORY,
-# BOOT_FAIL, DEADLINE, REVOKED) is a failure
+# States SLURM shows for a job it is about to requeue (preemption with PreemptMode=REQUEUE,
+# a node failure or a node set DOWN): the job is still active, for up to the watcher's
+# requeue grace; only a job that stays in one of them past it has failed.
+REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL"})
+# everything else (FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, BOOT_FAIL, DEADLINE,
+# REVOKED) is a failure
+
+# Pending reasons that cannot clear without someone changing the cluster or the job: a job
+# pending for one of them would wait forever. Reasons not listed (Priority, Resources,
+# QOSMaxJobsPerUser, ReqNodeNotAvail, PartitionDown, BeginTime, Dependency, ...) just wait.
+UNSCHEDULABLE_REASONS = frozenset({
+    "PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit",
+    "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit",
+    "QOSMaxCpuPerJobLimit", "AssocMaxCpuPerJobLimit", "QOSMaxNodePerJobLimit",
+    "AssocMaxNodesPerJobLimit", "QOSMaxMemoryPerJob", "AssocMaxMemoryPerJob",
+    "QOSMaxGRESPerJob", "AssocMaxGRESPerJob", "QOSMinCpuNotSatisfied", "QOSMinGRES",
+    "InvalidAccount", "InvalidQOS", "QOSNotAllowed", "AccountNotAllowed",
+    "BadConstraints", "DependencyNeverSatisfied", "PartitionNotAvail",
+})
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 
@@ -112,6 +129,7 @@ class Request:
     qos: str | None = None
     extra: str | None = None  # further sbatch flags, e.g. "--exclusive --mail-type=END"
     job_name: str = "prunegen"
+    comment: str | None = None  # e.g. the rule and cell wildcards: shown by squeue %k, sacct Comment
 
     def submitit_parameters(self) -> dict:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
@@ -127,9 +145,18 @@ class Request:
             if getattr(self, key):
                 p[key] = getattr(self, key)
         extra = parse_sbatch_flags(self.extra)
+        if self.comment and "comment" not in extra:  # a --comment in the extra flags wins
+            p["comment"] = _sbatch_safe(self.comment)
         if extra:
             p["additional_parameters"] = extra
         return p
+
+
+def _sbatch_safe(text: str, limit: int = 1000) -> str:
+    """``text`` as one ``#SBATCH --comment=`` value: no blanks, quotes or newlines (sbatch
+    splits an #SBATCH line at blanks), bounded length."""
+    text = re.sub(r"[\s\"'\\]+", "_", text.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def make_executor(folder: str | os.PathLike, request: Request, *, python: str | None = None,
@@ -162,13 +189,21 @@ class ShellJob(submitit.helpers.Checkpointable):
     """
 
     def __init__(self, command: str, cwd: str | os.PathLike, label: str = "",
-                 stop_grace_s: float = 20.0) -> None:
+                 stop_grace_s: float = 20.0, progress_dirs: Sequence[str | os.PathLike] = (),
+                 time_limit_min: int | None = None) -> None:
         self.command = command
         self.cwd = str(cwd)
         self.label = label
         self.stop_grace_s = stop_grace_s
+        # Where the command's progress shows (a cell's folder: its per-epoch checkpoint.pt).
+        # After a time-out the job is requeued only if a file there changed during the run
+        # that timed out: the remaining work decides how many requeues, not a fixed count.
+        self.progress_dirs = [str(d) for d in progress_dirs]
+        self.time_limit_min = time_limit_min
         self.attempts = 0  # runs of the command in this SLURM job, requeues included
         self._proc: subprocess.Popen | None = None
+        self._started = 0.0
+        self._signature: tuple = ()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -182,6 +217,8 @@ class ShellJob(submitit.helpers.Checkpointable):
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         print(f"[prunegen.slurm] {self.label or 'job'}: SLURM job {job_id} (restart {restarts}) "
               f"on {os.uname().nodename}, cwd {self.cwd}\n[prunegen.slurm] command: {self.command}", flush=True)
+        self._started = time.monotonic()
+        self._signature = progress_signature(self.progress_dirs)
         self._proc = subprocess.Popen(["/bin/bash", "-c", self.command], cwd=self.cwd, start_new_session=True)
         rc = self._proc.wait()
         self._proc = None
@@ -209,12 +246,44 @@ class ShellJob(submitit.helpers.Checkpointable):
                     return
                 time.sleep(0.05)
 
+    def timed_out(self) -> bool:
+        """Whether this run reached its time limit (submitit's own rule: 80% of the limit,
+        or the limit less 10 minutes, whichever is sooner), rather than being preempted."""
+        if not self.time_limit_min:
+            return False
+        limit_s = self.time_limit_min * 60.0
+        return time.monotonic() - self._started >= min(0.8 * limit_s, limit_s - 600.0)
+
     def checkpoint(self, *args, **kwargs):
-        """submitit's hook on time-out/preemption: stop the command, requeue the same job."""
-        print(f"[prunegen.slurm] {self.label or 'job'}: time-out or preemption: stopping the command "
-              "and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
+        """submitit's hook on time-out/preemption: stop the command, requeue the same job,
+        unless this run timed out without any progress (it would time out again forever)."""
+        timed_out = self.timed_out()
+        progressed = progress_signature(self.progress_dirs) != self._signature
         self.stop()
+        if timed_out and self.progress_dirs and not progressed:
+            print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress in "
+                  f"{', '.join(self.progress_dirs)} during this run: not requeued (the time limit is "
+                  "shorter than one checkpoint interval)", flush=True)
+            return None
+        print(f"[prunegen.slurm] {self.label or 'job'}: {'time-out' if timed_out else 'time-out or preemption'}: "
+              "stopping the command and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def progress_signature(dirs: Sequence[str]) -> tuple:
+    """(folder, name, size, mtime) of every file directly in ``dirs``: changes when a job
+    writes there (a cell writes its checkpoint.pt at the end of every epoch)."""
+    sig = []
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        sig.append((d, e.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(sorted(sig))
 
 
 def _exited(pid: int) -> bool:
@@ -254,6 +323,137 @@ def submit(executor, jobs: Sequence[ShellJob]) -> list[Submitted]:
             for sj in sjobs]
 
 
+# sbatch's words (stderr) for a rejection that passes: too many jobs queued for a limit
+# (submit fewer at a time, and wait for some to finish), or a controller that is briefly
+# unreachable (wait and retry). Anything else (invalid partition, bad option) is final.
+TOO_MANY_JOBS = ("QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "MaxSubmitJobs",
+                 "job submit limit", "Too many jobs", "MaxJobCount", "Invalid job array specification",
+                 "array size")
+CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
+                   "Zero Bytes were transmitted", "Slurm temporarily unable", "Resource temporarily unavailable",
+                   "backup controller", "Communication connection failure", "Transport endpoint")
+
+
+def rejection_kind(message: str) -> str:
+    """"too-many", "controller" or "final": what an sbatch error ``message`` calls for."""
+    low = message.lower()
+    if any(w.lower() in low for w in TOO_MANY_JOBS):
+        return "too-many"
+    if any(w.lower() in low for w in CONTROLLER_DOWN):
+        return "controller"
+    return "final"
+
+
+@dataclasses.dataclass
+class SubmitOutcome:
+    submitted: list[tuple[ShellJob, Submitted]]   # in submission order
+    failed: list[tuple[ShellJob, str]]            # job, sbatch's last words
+    sbatch_calls: int
+    waited_s: float
+
+
+def submit_with_backoff(executor, jobs: Sequence[ShellJob], *, budget_s: float = 600.0,
+                        first_wait_s: float = 2.0, max_wait_s: float = 60.0,
+                        sleep: Callable[[float], None] = time.sleep,
+                        clock: Callable[[], float] = time.monotonic) -> SubmitOutcome:
+    """:func:`submit` ``jobs``, retrying sbatch rejections that can pass.
+
+    - too many jobs (a QOS/association submit limit, MaxJobCount, array too big): submit
+      half as many at a time, down to one; when even one is refused, wait for queued jobs
+      to finish;
+    - controller unreachable: wait and retry the same chunk.
+
+    Waits double from ``first_wait_s`` up to ``max_wait_s``; after ``budget_s`` seconds of
+    waiting, or at once for any other rejection, the jobs not yet submitted fail with
+    sbatch's message. A chunk that succeeds lets the next one grow back (doubling).
+    """
+    out = SubmitOutcome([], [], 0, 0.0)
+    pending = list(jobs)
+    chunk = max(1, len(pending))
+    wait = first_wait_s
+    while pending:
+        part = pending[:chunk]
+        out.sbatch_calls += 1
+        try:
+            subs = submit(executor, part)
+        except Exception as e:  # submitit's FailedJobError carries sbatch's stderr
+            msg = str(e).strip() or type(e).__name__
+            kind = rejection_kind(msg)
+            if kind == "final" or out.waited_s >= budget_s:
+                why = msg if kind == "final" else f"{msg} (still refused after {out.waited_s:.0f} s of retries)"
+                out.failed.extend((j, why) for j in pending)
+                return out
+            if kind == "too-many" and chunk > 1:
+                chunk = max(1, chunk // 2)
+                log.warning("sbatch refused %d job(s) (%s): submitting %d at a time", len(part), msg, chunk)
+                continue  # fewer at once: no need to wait first
+            step = min(wait, max_wait_s, max(0.0, budget_s - out.waited_s))
+            log.warning("sbatch refused the job(s) (%s): waiting %.0f s before trying again", msg, step)
+            sleep(step)
+            out.waited_s += step
+            wait = min(wait * 2, max_wait_s)
+            continue
+        out.submitted.extend(zip(part, subs))
+        pending = pending[len(part):]
+        wait = first_wait_s
+        chunk = min(max(1, len(pending)), chunk * 2)
+    return out
+
+
+# --------------------------------------------------------------------------- partitions
+
+def parse_slurm_minutes(text: str) -> int | None:
+    """SLURM's time limit spelling -> minutes; None for UNLIMITED/INFINITE/unset.
+    ``"30"``, ``"1:30:00"``, ``"2-00:00:00"``, ``"1-12"``, ``"45:00"``."""
+    t = text.strip()
+    if not t or t.upper() in ("UNLIMITED", "INFINITE", "NONE", "N/A"):
+        return None
+    days = 0
+    if "-" in t:
+        d, _, t = t.partition("-")
+        days = int(d)
+        parts = [int(x) for x in t.split(":")]  # days-hours[:minutes[:seconds]]
+        parts += [0] * (3 - len(parts))
+        h, m, sec = parts
+    else:
+        parts = [int(x) for x in t.split(":")]
+        if len(parts) == 1:
+            h, m, sec = 0, parts[0], 0
+        elif len(parts) == 2:
+            h, m, sec = 0, parts[0], parts[1]
+        else:
+            h, m, sec = parts
+    return days * 1440 + h * 60 + m + (1 if sec else 0)
+
+
+def partition_max_minutes(partition: str | None,
+                          runner: Callable[..., subprocess.CompletedProcess] | None = None) -> int | None:
+    """The partition's MaxTime in minutes (``scontrol show partition``; the Default=YES
+    one when ``partition`` is None); None when unlimited or when scontrol cannot say."""
+    run = runner or (lambda a: subprocess.run(a, stdin=subprocess.DEVNULL, capture_output=True,
+                                              text=True, timeout=60))
+    args = ["scontrol", "show", "partition", "-o"] + ([partition] if partition else [])
+    try:
+        p = run(args)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("%s failed: %s: time limits are not checked against the partition", " ".join(args), e)
+        return None
+    if p.returncode != 0:
+        log.warning("%s failed: %s: time limits are not checked against the partition",
+                    " ".join(args), (p.stderr or p.stdout).strip())
+        return None
+    for line in p.stdout.splitlines():
+        f = _parse_scontrol_line(line)
+        if not f or (partition is None and f.get("Default") != "YES"):
+            continue
+        try:
+            return parse_slurm_minutes(f.get("MaxTime", ""))
+        except ValueError:
+            log.warning("cannot read MaxTime=%r of partition %s", f.get("MaxTime"), f.get("PartitionName"))
+            return None
+    return None
+
+
 # --------------------------------------------------------------------------- status
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +462,7 @@ class Status:
     outcome: str    # "active", "success" or "failed"
     source: str     # "sacct", "squeue", "scontrol", "result-pickle", "none"
     reason: str = ""
+    cancel: bool = False  # failed but still queued (an unschedulable request): scancel it
 
     @property
     def done(self) -> bool:
@@ -271,7 +472,7 @@ class Status:
 def _outcome(state: str) -> str:
     if state in SUCCESS_STATES:
         return "success"
-    if state in ACTIVE_STATES:
+    if state in ACTIVE_STATES or state in REQUEUE_STATES:  # the latter judged by StatusWatcher._judge
         return "active"
     return "failed"
 
@@ -317,26 +518,56 @@ def read_result_pickle(path: Path) -> tuple[str, str] | None:
 class StatusWatcher:
     """The state of many SLURM jobs, with one query per poll.
 
-    ``mode``: "auto" (sacct, falling back to squeue for good when sacct fails, as it
-    does without accounting), "sacct" or "squeue". ``queries`` counts the SLURM
-    commands run, by name (tests and the plugin's debug log read it).
+    ``mode``: "auto" (sacct; where it fails, squeue/scontrol), "sacct" or "squeue".
+    In "auto" a failed sacct call is retried ``sacct_attempts`` times within the poll
+    (1 s, then 2 s apart; not when accounting is disabled, which no retry cures); only
+    then does that poll read squeue, and sacct is tried again ``sacct_retry_after_s``
+    later. ``queries`` counts the SLURM commands run, by name (tests and the plugin's
+    debug log read it).
+
+    Two judgements on top of SLURM's states:
+
+    - PREEMPTED / NODE_FAIL: SLURM shows these before it requeues the job (a requeued
+      job reads PENDING again, with a new record). Such a job stays active; only one
+      still in that state ``requeue_grace_s`` after it was first seen has failed.
+    - PENDING for a reason in :data:`UNSCHEDULABLE_REASONS`, seen on polls spanning at
+      least ``unschedulable_confirm_s``: failed with ``cancel=True`` (it would wait
+      forever; the caller cancels it). The confirmation guards against a reason that
+      shows for one scheduling pass only.
     """
 
     def __init__(self, mode: str = "auto", timeout_s: float = 60.0,
                  runner: Callable[..., subprocess.CompletedProcess] | None = None,
-                 missing_grace_s: float = 120.0) -> None:
+                 missing_grace_s: float = 120.0, requeue_grace_s: float = 600.0,
+                 unschedulable_confirm_s: float = 15.0, sacct_attempts: int = 3,
+                 sacct_retry_after_s: float = 300.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if mode not in ("auto", "sacct", "squeue"):
             raise ValueError(f"status mode must be auto, sacct or squeue, not {mode!r}")
         self.mode = mode
-        self.use_sacct = mode in ("auto", "sacct")
         self.timeout_s = timeout_s
         self.missing_grace_s = missing_grace_s
+        self.requeue_grace_s = requeue_grace_s
+        self.unschedulable_confirm_s = unschedulable_confirm_s
+        self.sacct_attempts = max(1, int(sacct_attempts))
+        self.sacct_retry_after_s = sacct_retry_after_s
+        self._sleep = sleep
+        self._clock = clock
         self._run = runner or self._default_run
         self.queries: dict[str, int] = {}
         self.polls = 0
         self._results: dict[str, Path] = {}      # job id -> submitit result pickle
         self._first_missing: dict[str, float] = {}
+        self._first_requeue: dict[str, float] = {}   # job id -> first seen PREEMPTED/NODE_FAIL
+        self._first_stuck: dict[str, float] = {}     # job id -> first seen pending, unschedulable
+        self._sacct_again_at = 0.0 if mode != "squeue" else float("inf")
         self.warnings: list[str] = []
+
+    @property
+    def use_sacct(self) -> bool:
+        """Whether the next poll asks sacct first."""
+        return self.mode != "squeue" and self._clock() >= self._sacct_again_at
 
     # -- bookkeeping
     def register(self, job_id: str, result_pickle: str | os.PathLike | None = None) -> None:
@@ -345,7 +576,8 @@ class StatusWatcher:
 
     def forget(self, job_id: str) -> None:
         self._results.pop(job_id, None)
-        self._first_missing.pop(job_id, None)
+        for d in (self._first_missing, self._first_requeue, self._first_stuck):
+            d.pop(job_id, None)
         self._first_missing.pop("result:" + job_id, None)
 
     def _default_run(self, args: list[str]) -> subprocess.CompletedProcess:
@@ -374,34 +606,78 @@ class StatusWatcher:
             return {}
         self.polls += 1
         if self.use_sacct:
-            got = self._poll_sacct(ids)
+            got = self._poll_sacct_retrying(ids)
             if got is not None:
-                return got
+                return self._judge(got)
             if self.mode == "sacct":
                 return {j: Status("UNKNOWN", "active", "none", "sacct failed") for j in ids}
-            self.use_sacct = False  # accounting is off here: do not try again
-        return self._poll_squeue(ids)
+            self._sacct_again_at = self._clock() + self.sacct_retry_after_s
+        return self._judge(self._poll_squeue(ids))
 
-    def _poll_sacct(self, ids: list[str]) -> dict[str, Status] | None:
+    def _poll_sacct_retrying(self, ids: list[str]) -> dict[str, Status] | None:
+        for attempt in range(self.sacct_attempts):
+            if attempt:
+                self._sleep(float(attempt))  # 1 s, 2 s, ...: a busy slurmdbd usually answers
+            got, err = self._poll_sacct(ids)
+            if got is not None:
+                if self._sacct_again_at:  # it had failed before: say that it works again
+                    log.warning("sacct answers again: reading job states from sacct")
+                    self._sacct_again_at = 0.0
+                return got
+            if ACCOUNTING_DISABLED in err.lower():
+                break  # no retry makes accounting appear
+        self._warn(f"sacct failed ({err}); reading job states from squeue/scontrol for "
+                   f"{self.sacct_retry_after_s:.0f} s, then trying sacct again"
+                   + (" (SLURM accounting is disabled)" if ACCOUNTING_DISABLED in err.lower() else ""))
+        return None
+
+    def _judge(self, statuses: dict[str, Status]) -> dict[str, Status]:
+        """Requeue states stay active for a grace; unschedulable pending jobs fail."""
+        now = self._clock()
+        out = {}
+        for j, st in statuses.items():
+            if st.state in REQUEUE_STATES:
+                first = self._first_requeue.setdefault(j, now)
+                if now - first < self.requeue_grace_s:
+                    st = dataclasses.replace(st, outcome="active", reason=(
+                        st.reason + "; " if st.reason else "") + "SLURM requeues it")
+                else:
+                    st = dataclasses.replace(st, outcome="failed", reason=(
+                        f"still {st.state} {now - first:.0f} s after it was first seen: "
+                        "SLURM did not requeue it"))
+            else:
+                self._first_requeue.pop(j, None)
+            reason = st.reason.split(",")[0].strip()
+            if st.state == "PENDING" and reason in UNSCHEDULABLE_REASONS:
+                first = self._first_stuck.setdefault(j, now)
+                if now - first >= self.unschedulable_confirm_s:
+                    st = dataclasses.replace(st, outcome="failed", cancel=True, reason=(
+                        f"pending with reason {reason}, which cannot clear: the request can "
+                        "never start on this cluster"))
+            else:
+                self._first_stuck.pop(j, None)
+            out[j] = st
+        return out
+
+    def _poll_sacct(self, ids: list[str]) -> tuple[dict[str, Status] | None, str]:
         # by array id: sacct (like squeue) lists a still-pending array task only under its array
         p = self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", _bases(ids)])
         if p.returncode != 0:
-            err = (p.stderr or p.stdout).strip()
-            self._warn(f"sacct failed ({err or f'exit {p.returncode}'}); reading job states from "
-                       "squeue/scontrol instead" + (" (SLURM accounting is disabled)"
-                                                     if ACCOUNTING_DISABLED in err.lower() else ""))
-            return None
+            return None, ((p.stderr or p.stdout).strip() or f"exit {p.returncode}")
         rows: dict[str, tuple[str, str]] = {}
         for line in p.stdout.splitlines():
             parts = line.split("|")
             if len(parts) < 2 or not parts[0]:
                 continue
             state = _base_state(parts[1])
-            detail = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] not in ("", "0:0") else ""
+            if state == "PENDING":  # why it waits (Priority, Resources, PartitionConfig, ...)
+                detail = parts[3] if len(parts) > 3 and parts[3] not in ("", "None") else ""
+            else:
+                detail = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] not in ("", "0:0") else ""
             for jid in _expand_array(parts[0]):
                 rows[jid] = (state, detail)
         out: dict[str, Status] = {}
-        now = time.monotonic()
+        now = self._clock()
         overdue = []
         for j in ids:
             if j in rows:
@@ -417,7 +693,7 @@ class StatusWatcher:
                     overdue.append(j)
         if overdue:  # rare: ask the controller about these
             out.update(self._poll_squeue(overdue))
-        return out
+        return out, ""
 
     def _poll_squeue(self, ids: list[str]) -> dict[str, Status]:
         p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", _bases(ids)])
@@ -476,8 +752,8 @@ class StatusWatcher:
             # squeue does not list it, scontrol/sacct do not know it, no result yet: give a
             # just-finished job's result pickle a moment to appear on a shared file system
             key = "result:" + job_id
-            first = self._first_missing.setdefault(key, time.monotonic())
-            if time.monotonic() - first < min(self.missing_grace_s, 30.0):
+            first = self._first_missing.setdefault(key, self._clock())
+            if self._clock() - first < min(self.missing_grace_s, 30.0):
                 return Status("UNKNOWN", "active", "none", why)
             return Status("UNKNOWN", "failed", "none", f"{why} and it left no submitit result")
         tag, value = res
@@ -497,6 +773,26 @@ def _parse_scontrol_line(line: str) -> dict[str, str]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
         fields[m.group(1)] = line[m.end():end].strip()
     return fields
+
+
+class PollSchedule:
+    """How long to wait before the next status poll: ``base_s`` after anything changed
+    (a job started, ended, or was submitted), then ``factor`` times longer after every
+    poll that changed nothing, up to ``ceiling_s``."""
+
+    def __init__(self, base_s: float = 10.0, ceiling_s: float = 60.0, factor: float = 1.5) -> None:
+        self.base_s = float(base_s)
+        self.ceiling_s = max(float(ceiling_s), self.base_s)
+        self.factor = float(factor)
+        self.interval_s = self.base_s
+
+    def changed(self) -> float:
+        self.interval_s = self.base_s
+        return self.interval_s
+
+    def unchanged(self) -> float:
+        self.interval_s = min(self.ceiling_s, self.interval_s * self.factor)
+        return self.interval_s
 
 
 def cancel(job_ids: Iterable[str], runner: Callable[..., subprocess.CompletedProcess] | None = None) -> bool:

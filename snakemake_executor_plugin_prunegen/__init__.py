@@ -13,19 +13,30 @@ on ``sys.path``; ``pip install -e .`` from the repository root installs it.
   ``runtime`` (minutes) -> ``--time``, ``slurm_partition``, ``slurm_account``,
   ``constraint``, ``qos``, ``slurm_extra`` (further sbatch flags); the
   ``--prunegen-*`` settings give the defaults.
+- Jobs are named ``smk-<run id>`` (one name per Snakemake run: ``scancel --name``
+  of it cancels that run only); ``--comment`` holds the rule and the cell wildcards.
+- sbatch rejections that can pass are retried with backoff (fewer jobs at a time for
+  a submit limit; waiting for a controller that is down).
 - One shared watcher polls all active jobs with one ``sacct`` call (one ``squeue``
-  call where accounting is disabled) per round; it never waits on a job.
+  call while sacct fails) per round; it never waits on a job. The interval grows
+  1.5x per poll that sees no change, up to ``--prunegen-poll-ceiling-s``.
 - Ctrl-C cancels all active jobs with one ``scancel``.
-- A job that times out or is preempted is requeued by submitit and runs the same
-  command again; the cell resumes from its per-epoch checkpoint.
+- A job that SLURM requeues (preemption, node failure) stays active: no Snakemake
+  retry; the cell resumes from its per-epoch checkpoint. A job that times out is
+  requeued by submitit while its cell makes progress; a request above the
+  partition's MaxTime is submitted at MaxTime.
+- A job pending for a reason that cannot clear (PartitionConfig, InvalidQOS, ...)
+  is cancelled and reported failed, naming the reason and the cell.
 - A failed job is reported with the paths of its submitit logs and rule log.
 
 The SLURM/submitit side lives in :mod:`prunegen.slurm` (no Snakemake there).
 """
 
+import math
 import time
 import uuid
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncGenerator, Dict, List, Optional
@@ -67,9 +78,22 @@ class ExecutorSettings(ExecutorSettingsBase):
     signal_delay_s: int = _setting(
         90, "Seconds before the time limit at which SLURM signals a job (USR2) so that it is "
             "checkpointed and requeued.")
-    max_timeouts: int = _setting(
-        3, "How many times a job that reaches its time limit is requeued (preemptions are "
-           "always requeued).")
+    max_timeouts: Optional[int] = _setting(
+        None, "At most this many requeues after time-outs per job. Default: no fixed cap; "
+              "a job is requeued after a time-out as long as the run that timed out made "
+              "progress (its cell wrote a new epoch checkpoint). Preemptions are always requeued.")
+    requeue_grace_s: int = _setting(
+        600, "A job that reads PREEMPTED or NODE_FAIL stays active (SLURM requeues it) for this "
+             "long; only one still in that state afterwards is reported failed.")
+    unschedulable_confirm_s: int = _setting(
+        15, "A job pending for a reason that cannot clear (PartitionConfig, InvalidQOS, ...) on "
+            "polls this many seconds apart is cancelled and reported failed.")
+    poll_ceiling_s: int = _setting(
+        60, "Status polls start every --seconds-between-status-checks and wait 1.5 times longer "
+            "after each poll that sees no change, up to this many seconds.")
+    submit_retry_s: int = _setting(
+        600, "For this many seconds in all, sbatch rejections that can pass (a submit limit, a "
+             "controller that is down) are retried with backoff before the jobs fail.")
     max_array_size: int = _setting(
         1000, "Largest array one sbatch submits (keep it below the cluster's MaxArraySize); "
               "more ready jobs with the same request go in several arrays.")
@@ -114,15 +138,24 @@ class Executor(RemoteExecutor):
 
         self._slurm = slurm
         self.settings: ExecutorSettings = self.workflow.executor_settings or ExecutorSettings()
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.run_id = uuid.uuid4().hex[:6]
+        self.job_name = f"smk-{self.run_id}"  # every job of this run: `scancel --name=smk-<id>`
         self.workdir = Path.cwd()
-        self.folder = (self.workdir / self.settings.folder / run_id).absolute()
+        self.folder = (self.workdir / self.settings.folder
+                       / (time.strftime("%Y%m%dT%H%M%S") + "-" + self.run_id)).absolute()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.watcher = slurm.StatusWatcher(mode=self.settings.status_command)
+        s = self.settings
+        self.watcher = slurm.StatusWatcher(mode=s.status_command, requeue_grace_s=s.requeue_grace_s,
+                                           unschedulable_confirm_s=s.unschedulable_confirm_s)
+        base = self.workflow.remote_execution_settings.seconds_between_status_checks
+        self.schedule = slurm.PollSchedule(base_s=base, ceiling_s=max(base, s.poll_ceiling_s))
+        self._last_states: Dict[str, str] = {}
+        self._max_minutes: Dict[Optional[str], Optional[int]] = {}  # partition -> MaxTime
         self.sbatch_calls = 0
         self.jobs_submitted = 0
         self._job_cores: Optional[int] = None
-        self.logger.info(f"prunegen executor: SLURM jobs through submitit, files in {self.folder}")
+        self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
+                         f"(cancel this run's jobs: scancel --name={self.job_name}), files in {self.folder}")
 
     # ---------------------------------------------------------------- requests
     def request(self, job: JobExecutorInterface):
@@ -134,20 +167,30 @@ class Executor(RemoteExecutor):
             gpus = max((_int(_res(m, "gpus", "gpu", "gpus_per_node"), 0) for m in members), default=0)
         cpus = _int(_res(job, "cpus_per_task"), None) or max(1, _int(job.threads, 1))
         extra = " ".join(x for x in (s.sbatch_extra, _res(job, "slurm_extra")) if x) or None
-        name = f"smk-{job.groupid if job.is_group() else job.name}"
+        partition = _res(job, "slurm_partition", "partition", default=s.partition)
+        runtime = _int(_res(job, "runtime"))
+        cap = self.max_minutes(partition)
+        if runtime is not None and cap is not None and runtime > cap:
+            runtime = cap  # the time-outs requeue it; the cell resumes (see _submit's message)
         return self._slurm.Request(
             cpus=cpus,
             mem_mb=_int(_res(job, "mem_mb")),
-            runtime_min=_int(_res(job, "runtime")),
+            runtime_min=runtime,
             gpus=gpus,
             gpu_model=_res(job, "gpu_model"),
-            partition=_res(job, "slurm_partition", "partition", default=s.partition),
+            partition=partition,
             account=_res(job, "slurm_account", "account", default=s.account),
             constraint=_res(job, "constraint", default=s.constraint),
             qos=_res(job, "qos", default=s.qos),
             extra=extra,
-            job_name=name[:64],
+            job_name=self.job_name,
         )
+
+    def max_minutes(self, partition: Optional[str]) -> Optional[int]:
+        """The partition's MaxTime (one ``scontrol show partition`` per partition and run)."""
+        if partition not in self._max_minutes:
+            self._max_minutes[partition] = self._slurm.partition_max_minutes(partition)
+        return self._max_minutes[partition]
 
     @property
     def cores(self):
@@ -183,32 +226,84 @@ class Executor(RemoteExecutor):
         size = max(1, int(self.settings.max_array_size))
         chunks = [(request, batch[i:i + size]) for request, batch in batches.items()
                   for i in range(0, len(batch), size)]
+        s = self.settings
         for request, batch in chunks:
+            request = dataclasses.replace(request, comment=self._comment(batch))
             try:
                 shell_jobs = [self._slurm.ShellJob(self.job_command(j, request.cpus), self.workdir,
-                                                   label=self._label(j)) for j in batch]
+                                                   label=self._label(j), progress_dirs=self._progress_dirs(j),
+                                                   time_limit_min=request.runtime_min) for j in batch]
                 executor = self._slurm.make_executor(
-                    self.folder, request, max_num_timeout=self.settings.max_timeouts,
-                    signal_delay_s=self.settings.signal_delay_s,
-                    array_parallelism=self.settings.array_parallelism or len(batch))
-                submitted = self._slurm.submit(executor, shell_jobs)
-                self.sbatch_calls += 1
-                self.jobs_submitted += len(submitted)
+                    self.folder, request,
+                    max_num_timeout=s.max_timeouts if s.max_timeouts is not None else 1_000_000,
+                    signal_delay_s=s.signal_delay_s,
+                    array_parallelism=s.array_parallelism or len(batch))
             except Exception as e:
                 for j in batch:
-                    self.report_job_error(
-                        SubmittedJobInfo(j), msg=f"submission to SLURM failed: {str(e).strip()}\n")
+                    self.report_job_error(SubmittedJobInfo(j), msg=f"submission to SLURM failed: {str(e).strip()}\n")
                 continue
-            base = submitted[0].job_id.split("_")[0]
+            got = self._slurm.submit_with_backoff(executor, shell_jobs, budget_s=s.submit_retry_s)
+            self.sbatch_calls += got.sbatch_calls
+            self.jobs_submitted += len(got.submitted)
+            by_shell = {id(sj): j for sj, j in zip(shell_jobs, batch)}
+            for sj, why in got.failed:
+                self.report_job_error(SubmittedJobInfo(by_shell[id(sj)]),
+                                      msg=f"submission to SLURM failed: {why.strip()}\n")
+            if not got.submitted:
+                continue
+            self.schedule.changed()
+            self.next_seconds_between_status_checks = self.schedule.interval_s
+            bases = sorted({sub.job_id.split("_")[0] for _, sub in got.submitted}, key=int)
             self.logger.info(
-                f"Submitted {len(batch)} job(s) as SLURM {'array' if len(batch) > 1 else 'job'} {base} "
-                f"({request.job_name}: {request.cpus} CPU, {request.gpus} GPU, {request.mem_mb} MB, "
-                f"{request.runtime_min} min, partition {request.partition or 'default'}).")
-            for j, sub in zip(batch, submitted):
+                f"Submitted {len(got.submitted)} job(s) as SLURM "
+                f"{'array' if len(got.submitted) > 1 else 'job'} {','.join(bases)} "
+                f"({request.job_name} {request.comment}: {request.cpus} CPU, {request.gpus} GPU, "
+                f"{request.mem_mb} MB, {request.runtime_min} min, partition {request.partition or 'default'}).")
+            self._say_time_cap(batch, request)
+            for sj, sub in got.submitted:
                 self.watcher.register(sub.job_id, sub.result)
                 self.report_job_submission(SubmittedJobInfo(
-                    j, external_jobid=sub.job_id,
-                    aux={"stdout": str(sub.stdout), "stderr": str(sub.stderr), "request": request}))
+                    by_shell[id(sj)], external_jobid=sub.job_id,
+                    aux={"stdout": str(sub.stdout), "stderr": str(sub.stderr), "request": request,
+                         "label": sj.label}))
+
+    def _say_time_cap(self, batch: List[JobExecutorInterface], request) -> None:
+        """A request above the partition's MaxTime went in at MaxTime: say so, and how many
+        requeues the cell is expected to need (its runtime over the cap, rounded up, less one)."""
+        asked = max((_int(_res(j, "runtime"), 0) for j in batch), default=0)
+        cap = request.runtime_min
+        if not cap or asked <= cap:
+            return
+        requeues = math.ceil(asked / cap) - 1
+        self.logger.info(
+            f"  {request.comment} asks {asked} min, more than partition {request.partition or 'default'}'s "
+            f"MaxTime of {cap} min: submitted at {cap} min; expected requeues after time-outs: {requeues} "
+            f"(each resumes from the cell's checkpoint; requeued for as long as each run makes progress).")
+
+    @staticmethod
+    def _progress_dirs(job: JobExecutorInterface) -> List[str]:
+        """The folders of the job's outputs: a cell writes its epoch checkpoint there."""
+        members = list(job.jobs) if job.is_group() else [job]
+        return sorted({str(Path(str(f)).parent.absolute()) for m in members for f in (m.output or [])})
+
+    @staticmethod
+    def _wildcards(job: JobExecutorInterface) -> Dict[str, str]:
+        return {k: str(v) for k, v in dict(getattr(job, "wildcards", {}) or {}).items()}
+
+    def _comment(self, batch: List[JobExecutorInterface]) -> str:
+        """``cell:benchmark=digits-mlp,arm=imp,level=2`` for one job; for an array, the
+        wildcards its tasks share, and the values of the others in task order (a|b|c)."""
+        job = batch[0]
+        rule = f"group-{job.groupid}" if job.is_group() else job.name
+        if job.is_group():
+            return f"{rule}[{len(batch)}]:" + ",".join(sorted({m.name for j in batch for m in j.jobs}))
+        values: Dict[str, List[str]] = {}
+        for j in batch:
+            for k, v in self._wildcards(j).items():
+                values.setdefault(k, []).append(v)
+        parts = [f"{k}={'|'.join(dict.fromkeys(v))}" for k, v in values.items()]
+        head = rule if len(batch) == 1 else f"{rule}[{len(batch)}]"
+        return head + (":" + ",".join(parts) if parts else "")
 
     @staticmethod
     def _label(job: JobExecutorInterface) -> str:
@@ -227,14 +322,25 @@ class Executor(RemoteExecutor):
         async with self.status_rate_limiter:
             statuses = self.watcher.poll([j.external_jobid for j in active_jobs])
         spent = {k: v - before.get(k, 0) for k, v in self.watcher.queries.items() if v != before.get(k, 0)}
+        # the next poll: sooner after a change, later while nothing changes
+        states = {j: st.state for j, st in statuses.items()}
+        changed = any(self._last_states.get(j) != v for j, v in states.items()) or \
+            any(j not in states for j in self._last_states)
+        self._last_states = states
+        self.next_seconds_between_status_checks = (self.schedule.changed() if changed
+                                                   else self.schedule.unchanged())
         self.logger.debug(f"prunegen status poll {self.watcher.polls}: {len(active_jobs)} active jobs, "
-                          f"queries {spent}")
+                          f"queries {spent}; next poll in {self.next_seconds_between_status_checks:.0f} s")
+        stuck = [jid for jid, st in statuses.items() if st.cancel]
+        if stuck:  # would wait forever: take them out of the queue before reporting them
+            self._slurm.cancel(stuck)
         for job_info in active_jobs:
             st = statuses.get(job_info.external_jobid)
             if st is None or not st.done:
                 yield job_info
                 continue
             self.watcher.forget(job_info.external_jobid)
+            self._last_states.pop(job_info.external_jobid, None)
             if st.outcome == "success":
                 self.report_job_success(job_info)
             else:
@@ -248,9 +354,14 @@ class Executor(RemoteExecutor):
     def _failure_message(self, job_info: SubmittedJobInfo, st) -> str:
         aux = job_info.aux or {}
         rule_logs = [str(f) for f in job_info.job.log] if job_info.job.log else []
+        if st.cancel:
+            head = (f"SLURM job {job_info.external_jobid} ({aux.get('label') or self._label(job_info.job)}) "
+                    f"cannot start: {st.reason}. Cancelled it [state from {st.source}].")
+        else:
+            head = (f"SLURM job {job_info.external_jobid} ended {st.state}"
+                    + (f" ({st.reason})" if st.reason else "") + f" [state from {st.source}].")
         lines = [
-            f"SLURM job {job_info.external_jobid} ended {st.state}"
-            + (f" ({st.reason})" if st.reason else "") + f" [state from {st.source}].",
+            head,
             f"submitit log: {aux.get('stdout')}",
             f"submitit err: {aux.get('stderr')}",
         ]

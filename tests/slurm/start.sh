@@ -29,6 +29,8 @@ DB_PORT="${PRUNEGEN_SLURM_DB_PORT:-3306}"
 MIN_JOB_AGE="${PRUNEGEN_SLURM_MIN_JOB_AGE:-60}"
 WAIT_S="${PRUNEGEN_SLURM_WAIT_S:-60}"
 export SLURM_CONF="$DIR/slurm.conf"
+# Bump when the generated slurm.conf changes: a cluster running an older one is restarted.
+CONF_REV=2
 T0=$(date +%s.%N)
 
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
@@ -69,6 +71,7 @@ alive() {
 running_mode() {
     alive slurmctld && alive slurmd || return 1
     [ -s "$DIR/mode" ] || return 1
+    [ "$(cat "$DIR/conf-rev" 2>/dev/null)" = "$CONF_REV" ] || return 1
     local m; m=$(cat "$DIR/mode")
     if [ "$m" = accounting ]; then alive slurmdbd && alive mariadbd || return 1; fi
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || return 1
@@ -138,6 +141,7 @@ if [ "$ACCOUNTING" = 1 ]; then
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30"
 else
@@ -185,7 +189,13 @@ MailProg=/bin/true
 JobCompType=jobcomp/none
 $ACCT
 NodeName=localhost CPUs=$NCPU RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# Preemption: a job in "high" requeues the "debug"/"short" jobs it needs the CPUs of.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE PriorityTier=1 State=UP
+PartitionName=high Nodes=ALL MaxTime=INFINITE PriorityTier=2 State=UP
+# A one-minute MaxTime: cells longer than that go through time-out -> requeue -> resume.
+PartitionName=short Nodes=ALL MaxTime=1 PriorityTier=1 State=UP
 CONF
 mv "$DIR/slurm.conf.new" "$DIR/slurm.conf"
 
@@ -320,6 +330,7 @@ case "$state" in
 esac
 
 echo "$MODE" > "$DIR/mode"
+echo "$CONF_REV" > "$DIR/conf-rev"
 log "up in $(elapsed) s (node $state)"
 echo "PRUNEGEN_SLURM_DIR=$DIR"
 echo "PRUNEGEN_SLURM_MODE=$MODE"

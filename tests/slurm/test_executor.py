@@ -209,11 +209,11 @@ class SqueueRecorder(threading.Thread):
 
     def run(self):
         while not self._halt.is_set():
-            p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%Z"], capture_output=True, text=True)
+            p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%Z|%k"], capture_output=True, text=True)
             for line in p.stdout.splitlines():
-                jid, name, state, wd = (line.split("|") + [""] * 4)[:4]
+                jid, name, state, wd, comment = (line.split("|") + [""] * 5)[:5]
                 if wd == self.workdir:
-                    self.seen.setdefault(jid, {"name": name, "states": set()})["states"].add(state)
+                    self.seen.setdefault(jid, {"name": name, "comment": comment, "states": set()})["states"].add(state)
             self._halt.wait(1.0)
 
     def stop(self):
@@ -224,12 +224,13 @@ class SqueueRecorder(threading.Thread):
 def sacct_jobs(workdir: Path) -> dict[str, dict]:
     """Accounting's record of every job that ran in ``workdir`` (array tasks one by one)."""
     out = cluster.run(["sacct", "-X", "-n", "-P", "-S", "now-2hours", "-o",
-                       "JobID,JobName,State,WorkDir,AllocCPUS,ReqTRES"]).stdout
+                       "JobID,JobName,State,WorkDir,AllocCPUS,ReqTRES,Comment"]).stdout
     jobs = {}
     for line in out.splitlines():
-        jid, name, state, wd, cpus, tres = (line.split("|") + [""] * 6)[:6]
+        jid, name, state, wd, cpus, tres, comment = (line.split("|") + [""] * 7)[:7]
         if wd == str(workdir):
-            jobs[jid] = {"name": name, "state": state.split()[0], "cpus": cpus, "tres": tres}
+            jobs[jid] = {"name": name, "state": state.split()[0], "cpus": cpus, "tres": tres,
+                         "rule": re.split(r"[\[:]", comment)[0]}
     return jobs
 
 
@@ -433,7 +434,10 @@ rule probe:
     assert rec["TimeLimit"] == "00:07:00"
     assert rec["Partition"] == "debug"  # the profile's prunegen-partition
     assert rec["Comment"] == "prunegen-probe"
-    assert rec["JobName"] == "smk-probe" and rec["JobState"] == "COMPLETED"
+    # one job name per run (scancel --name of it cancels that run only); a --comment in
+    # slurm_extra wins over the executor's own (rule and wildcards)
+    assert re.fullmatch(r"smk-[0-9a-f]{6}", rec["JobName"]) and rec["JobState"] == "COMPLETED", rec
+    assert f"SLURM jobs named {rec['JobName']} (cancel this run's jobs: scancel --name={rec['JobName']})" in out
     assert (tmp_path / "probe.txt").read_text().split() == ["CUDA=0", "CPUS=2", "MEM=321"]
 
 
@@ -463,7 +467,10 @@ rule work:
         tasks = [r for r in cluster.scontrol_show_jobs(array_id) if r.get("WorkDir") == str(tmp_path)]
         listed = {f"{r['ArrayJobId']}_{t}" for r in tasks for t in slurm._expand_array(f"{r['ArrayJobId']}_[{r['ArrayTaskId']}]")}
         assert len(listed) == 40, listed
-        assert {r["JobName"] for r in tasks} == {"smk-work"}
+        assert len({r["JobName"] for r in tasks}) == 1 and tasks[0]["JobName"].startswith("smk-")
+        [comment] = {r["Comment"] for r in tasks}  # the rule and each task's wildcard, in task order
+        assert comment.startswith("work[40]:i=") and \
+            sorted(map(int, comment.split("=")[1].split("|"))) == list(range(40)), comment
         p.send_signal(signal.SIGINT)  # Ctrl-C
         rc, out = finish(p, tmp_path / "smk.log", timeout=120)
     finally:
@@ -471,7 +478,9 @@ rule work:
             os.killpg(p.pid, signal.SIGKILL)
     calls = read_shim(calls_log)
     sbatch = [c for c in calls if c["name"] == "sbatch"]
-    status = [c for c in calls if c["name"] in ("sacct", "squeue", "scontrol") and "requeue" not in c["args"]]
+    # (scontrol show partition: the partition's MaxTime, read once per run and partition)
+    status = [c for c in calls if c["name"] in ("sacct", "squeue", "scontrol") and "requeue" not in c["args"]
+              and not c["args"].startswith("show partition")]
     scancel = [c for c in calls if c["name"] == "scancel"]
     assert len(sbatch) == 1, sbatch  # 40 jobs, one sbatch
     assert all(c["name"] == "sacct" for c in status), status  # accounting on: sacct only
@@ -570,8 +579,9 @@ def test_smoke_study_through_slurm(acct, tmp_path, smoke_reference):
     elapsed = time.monotonic() - t0
     # SLURM's own records (sacct) of the jobs that ran in this working directory
     jobs = sacct_jobs(tmp_path)
-    names = sorted(j["name"] for j in jobs.values())
-    assert names.count("smk-cell") == 22 and names.count("smk-merge") == 1 and names.count("smk-figures") == 1, jobs
+    rules = sorted(j["rule"] for j in jobs.values())  # from each job's --comment
+    assert rules.count("cell") == 22 and rules.count("merge") == 1 and rules.count("figures") == 1, jobs
+    assert len({j["name"] for j in jobs.values()}) == 1, jobs  # one job name for the whole run
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, jobs
     assert set(rec.seen) <= set(jobs) and len(rec.seen) >= 12, rec.seen  # squeue listed them while they ran
     folder = submitit_folder(tmp_path)
@@ -579,7 +589,8 @@ def test_smoke_study_through_slurm(acct, tmp_path, smoke_reference):
         assert_submitit_files(folder, jid)
     calls = read_shim(calls_log)
     sbatch = [c for c in calls if c["name"] == "sbatch"]
-    status = [c for c in calls if c["name"] in ("sacct", "squeue", "scontrol")]
+    status = [c for c in calls if c["name"] in ("sacct", "squeue", "scontrol")
+              and not c["args"].startswith("show partition")]
     assert len(sbatch) < len(jobs)  # ready jobs went together, as arrays
     assert {c["name"] for c in status} == {"sacct"}  # one sacct call per poll, nothing else
     assert_tables_equal(tmp_path / "results" / "smoke", smoke_reference)
@@ -735,12 +746,12 @@ def test_no_accounting_smoke_completes_packed(no_acct, tmp_path, smoke_reference
     scontrol = [c for c in calls if c["name"] == "scontrol" and c["args"].startswith("show job")]
     assert squeue and len(scontrol) <= 2 * len(rec.seen), (len(scontrol), rec.seen)
     # SLURM listed the jobs; the cells ran packed in one job
-    names = sorted(v["name"] for v in rec.seen.values())
-    assert names.count("smk-chain") == 1 and "smk-merge" in names and "smk-figures" in names, rec.seen
+    rules = sorted(re.split(r"[\[:]", v["comment"])[0] for v in rec.seen.values())
+    assert rules.count("group-chain") == 1 and "merge" in rules and "figures" in rules, rec.seen
     folder = submitit_folder(tmp_path)
     for jid in rec.seen:
         assert_submitit_files(folder, jid)
-    packed = next(j for j, v in rec.seen.items() if v["name"] == "smk-chain")
+    packed = next(j for j, v in rec.seen.items() if v["comment"].startswith("group-chain"))
     assert (folder / f"{packed}_0_log.err").read_text().count("rule cell:") == 22
     assert_tables_equal(tmp_path / "results" / "smoke", smoke_reference)
     print(f"\nno accounting, packed: {len(rec.seen)} SLURM jobs; {len(squeue)} polls of one squeue "
