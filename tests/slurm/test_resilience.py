@@ -356,6 +356,10 @@ rule small:
     resources: mem_mb=100, runtime=2
     shell: "sleep 2; echo {wildcards.i} > {output}"
 """)
+    # Right after 6e's DOWN/RESUME the node may still be coming back, and a job then pends
+    # for why the node is unavailable, not for its own impossible size: start from idle.
+    wait_for(lambda: set(cluster.run(["sinfo", "-h", "-o", "%T"]).stdout.split()) == {"idle"}, 120,
+             "the node to be idle", poll=1.0)
     bindir, calls_log = make_shim(tmp_path)
     t0 = time.monotonic()
     rc, out = run_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"),
