@@ -68,6 +68,14 @@ def cmd_status(args) -> None:
     from .selection import cells
 
     study = _load(args)
+    if args.watch:
+        from pathlib import Path
+
+        from . import watch
+
+        watch.watch(study, cells(study, args.select), workdir=Path(args.workdir), interval_s=args.interval,
+                    patience_s=args.patience, poll=watch.slurm_poll())
+        return
     print(format_status(status(study, scan(study, cells(study, args.select), verify=args.verify))), end="")
 
 
@@ -110,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         if name == "status":
             p.add_argument("--verify", action="store_true",
                            help="checksum every record file (default: compare sizes, as a dry run does)")
+            p.add_argument("--watch", action="store_true",
+                           help="join the grid with the study's SLURM jobs (queued, pending with SLURM's reason, "
+                                "running with the epoch reached, completed, failed with the log) and refresh "
+                                "until nothing is left")
+            p.add_argument("--interval", type=float, default=5.0, metavar="S",
+                           help="--watch: seconds between refreshes (default: %(default)s)")
+            p.add_argument("--patience", type=float, default=60.0, metavar="S",
+                           help="--watch: stop after this long with nothing pending or running (default: %(default)s)")
+            p.add_argument("--workdir", default=".", help="--watch: Snakemake's working directory, whose "
+                           ".snakemake/submitit holds the runs' job lists (default: the current one)")
     _select_arg(p)  # status
 
     p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "

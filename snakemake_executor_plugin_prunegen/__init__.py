@@ -32,6 +32,7 @@ on ``sys.path``; ``pip install -e .`` from the repository root installs it.
 The SLURM/submitit side lives in :mod:`prunegen.slurm` (no Snakemake there).
 """
 
+import json
 import math
 import time
 import uuid
@@ -260,12 +261,23 @@ class Executor(RemoteExecutor):
                 f"({request.job_name} {request.comment}: {request.cpus} CPU, {request.gpus} GPU, "
                 f"{request.mem_mb} MB, {request.runtime_min} min, partition {request.partition or 'default'}).")
             self._say_time_cap(batch, request)
+            self._record_jobs(got.submitted)
             for sj, sub in got.submitted:
                 self.watcher.register(sub.job_id, sub.result)
                 self.report_job_submission(SubmittedJobInfo(
                     by_shell[id(sj)], external_jobid=sub.job_id,
                     aux={"stdout": str(sub.stdout), "stderr": str(sub.stderr), "request": request,
                          "label": sj.label}))
+
+    def _record_jobs(self, submitted) -> None:
+        """Append the batch to the run's ``jobs.jsonl``: SLURM job id, label, the cells'
+        folders and log paths, so ``prunegen status --watch`` can join jobs to cells (an
+        array's ``--comment`` names the batch, not each task)."""
+        lines = "".join(json.dumps({"job_id": sub.job_id, "label": sj.label, "dirs": sj.progress_dirs,
+                                    "stdout": str(sub.stdout), "stderr": str(sub.stderr),
+                                    "submitted": time.time()}) + "\n" for sj, sub in submitted)
+        with open(self.folder / "jobs.jsonl", "a") as f:  # one appending writer: this executor
+            f.write(lines)
 
     def _say_time_cap(self, batch: List[JobExecutorInterface], request) -> None:
         """A request above the partition's MaxTime went in at MaxTime: say so, and how many
