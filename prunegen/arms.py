@@ -15,13 +15,15 @@ pruning method (prunegen.pruning.registry) in place of global magnitude pruning.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import pruning, records
+from . import prefixes, pruning, records
 from .config import Cell
 from .data import to_float
 from .models import base_width, build_model, width_candidates
@@ -90,15 +92,24 @@ def keep_count(total: int, fraction: float, level: int) -> int:
 def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, float]:
     """The width whose prunable-weight count is closest to d_k times the full model's,
     and the ratio it achieves."""
-    spec, ignore = cell.benchmark.model, cell.benchmark.prune.ignore
+    spec = cell.benchmark.model
+    count = _prunable_counts(json.dumps(spec, sort_keys=True), tuple(cell.benchmark.prune.ignore),
+                             tuple(input_shape), num_classes)
+    full = count[base_width(spec)]
+    target = full * (1 - cell.benchmark.prune.fraction) ** cell.level
+    best = min(width_candidates(spec), key=lambda w: (abs(count[w] - target), -w))
+    return best, count[best] / full
+
+
+@functools.lru_cache(maxsize=64)
+def _prunable_counts(spec_json: str, ignore: tuple[str, ...], input_shape: tuple, num_classes: int) -> dict[int, int]:
+    """Prunable weights of the model at every candidate width: one build each, per model
+    (a grid asks for the widths of every level of every benchmark)."""
+    spec = json.loads(spec_json)
     with torch.device("meta"):  # counting shapes only: no memory, no init cost
-        def count(w):
-            return pruning.count_prunable(build_model(spec, input_shape=input_shape,
-                                                      num_classes=num_classes, width=w), ignore)
-        full = count(base_width(spec))
-        target = full * (1 - cell.benchmark.prune.fraction) ** cell.level
-        best = min(width_candidates(spec), key=lambda w: (abs(count(w) - target), -w))
-        return best, count(best) / full
+        return {w: pruning.count_prunable(build_model(spec, input_shape=input_shape, num_classes=num_classes,
+                                                      width=w, init=False), ignore)
+                for w in width_candidates(spec)}
 
 
 def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
@@ -111,8 +122,13 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
     if cell.base in ("downscaled", "downscaled_extended"):
         width, ratio = downscaled_width(cell, input_shape, num_classes)
         model = init_model(cell, input_shape, num_classes, width)
-        cycles = [0] if cell.base == "downscaled" else list(range(k + 1))
-        return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, len(cycles), None, ratio)
+        total = prefixes.cycles_total(cell)
+        parent = prefixes.prefix(cell)
+        if parent is not None:  # its first cycles are exactly the parent's: continue from them
+            state, _ = load_final(cell, parent)
+            model.load_state_dict(state)
+        cycles = list(range(prefixes.cycles_done_before(cell), total))
+        return Start(model, pruning.full_mask(model, bm.prune.ignore), width, cycles, total, None, ratio)
 
     model = init_model(cell, input_shape, num_classes)
     if cell.base == "dense":

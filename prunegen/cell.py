@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, arms, pruning, records
+from . import __version__, arms, prefixes, pruning, records
 from .config import CHAIN_ARMS, Cell, Study
 from .data import load_dataset
 from .lock import CellLock
@@ -128,7 +128,8 @@ def _run(cell: Cell, device: str | None) -> Path:
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
                           on_epoch=save_rewind)
 
-    if cell.base in CHAIN_ARMS:  # the chain's whole curve: every cycle behind this model
+    prefix = prefixes.prefix(cell)
+    if cell.base in CHAIN_ARMS or prefix is not None:  # the whole curve: every cycle behind this model
         history = arms.parent_history(cell, cell.parents()[0]) + history
     ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)
@@ -146,6 +147,7 @@ def _run(cell: Cell, device: str | None) -> Path:
         "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
         "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
+        "continued_from": None if prefix is None else {"cell": prefix.relpath, "cell_hash": prefix.hash},
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],

@@ -116,6 +116,7 @@ class Study:
     noise_mode: str
     seeds: tuple[int, ...]
     arm_specs: dict = field(default_factory=dict)  # arms the study defines (prunegen.arm_specs)
+    share_prefixes: bool = True  # prunegen.prefixes: where cycles are computed, never what (no hash)
 
     @property
     def root(self) -> Path:
@@ -224,7 +225,10 @@ class Cell:
             if self.base in ("imp", "random") and self.benchmark.prune.variant == "weight_rewind":
                 deps.append(self.sibling("dense", 0))
             return list({d.relpath: d for d in deps}.values())
-        return []  # downscaled arms train from scratch at their own width
+        from .prefixes import prefix  # downscaled_extended continues a same-width prefix
+
+        p = prefix(self)
+        return [] if p is None else [p]  # otherwise: from scratch at its own width
 
 
 @functools.lru_cache(maxsize=None)
@@ -318,7 +322,7 @@ def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> S
         benchmarks={name: _benchmark(name, b) for name, b in raw["benchmarks"].items()},
         arms=arms, arm_specs=specs, levels=int(raw["levels"]),
         noise=tuple(float(f) for f in raw["noise"]), noise_mode=raw.get("noise_mode", "other_class"),
-        seeds=tuple(int(s) for s in raw["seeds"]),
+        seeds=tuple(int(s) for s in raw["seeds"]), share_prefixes=bool(raw.get("share_prefixes", True)),
     )
 
 

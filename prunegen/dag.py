@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from . import records
+from . import prefixes, records
 from .config import Cell, Study, StudyError, format_noise, load_study
 from .records import COMPLETE_MARKER, RECORD_FILES
 from .selection import cells as selected_cells
@@ -68,11 +68,11 @@ def grid_markers(study: Study, select: str | None = None) -> list[str]:
 
 
 def resources(study: Study, w) -> dict:
-    """The study's resources for this cell's job; runtime_min is per cycle, so a
-    downscaled_extended cell at level k asks for k+1 times it."""
+    """The study's resources for this cell's job; runtime_min is per cycle, so a job
+    asks for it times the cycles it trains (prunegen.prefixes: a downscaled_extended
+    cell at level k trains k+1, less what its shared prefix trained)."""
     r = dict(vars(study.benchmarks[w.benchmark].resources))
-    c = cell(study, w)
-    r["runtime_min"] *= c.level + 1 if c.base == "downscaled_extended" else 1
+    r["runtime_min"] *= prefixes.cycles_to_train(cell(study, w))
     return r
 
 

@@ -163,8 +163,10 @@ def build_model(
     input_shape: tuple[int, int, int],
     num_classes: int,
     width: int | None = None,
+    init: bool = True,
 ) -> nn.Module:
-    """Build and initialise the model named by `spec["name"]` at integer `width`."""
+    """Build and initialise the model named by `spec["name"]` at integer `width`
+    (`init=False`: torch's default init only, for counting shapes on the meta device)."""
     name = _name(spec)
     base = base_width(spec)
     width = base if width is None else int(width)
@@ -179,5 +181,6 @@ def build_model(
     else:
         plan = [x if x == "M" else _scale(x, width, 64) for x in _VGG_PLANS[name]]
         model = CifarVGG(plan, c, num_classes)
-    _init(model)
+    if init:
+        _init(model)
     return model

@@ -4,8 +4,9 @@ Per benchmark and arm: cells in the grid, jobs still to run (the cells Snakemake
 run: not complete with the current hash, or reading a cell that runs), the cycles and
 epochs those jobs train, the estimated device-hours and the longest single job.
 
-A job trains `cycles` x `train.epochs` epochs (a `downscaled_extended` cell at level k
-trains k+1 cycles, every other cell one). Its seconds per epoch come from, in order:
+A job trains `cycles` x `train.epochs` epochs (a `downscaled_extended` cell at level k has
+k+1 cycles behind it, `cycles_unshared`, of which its job trains those its shared prefix
+has not, prunegen.prefixes; every other cell one). Its seconds per epoch come from, in order:
 
 1. `measured`: completed cells of the study, wall time (`cell.json`: data, training,
    evaluation, records) over the epochs the cell trained, median over the cells of the
@@ -14,7 +15,8 @@ trains k+1 cycles, every other cell one). Its seconds per epoch come from, in or
    --calibrate` (prunegen.calibrate: a few hundred steps timed on this device);
 3. `runtime_min`: the study's resources, which are minutes per cycle.
 
-Reads only `cell.json` files and the calibration file; imports no torch.
+Reads only `cell.json` files and the calibration file; torch only to count the downscaled
+widths' weights on its meta device (prunegen.prefixes: which levels share a prefix).
 """
 
 from __future__ import annotations
@@ -27,19 +29,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import records
+from . import prefixes, records
 from .config import ARMS, Cell, Study, StudyError
 from .selection import cells as selected_cells
 
 SOURCES = ("measured", "calibrated", "runtime_min")
 CALIBRATION_FILE = "calibration.json"
-COLUMNS = ["benchmark", "arm", "cells", "jobs", "cycles", "epochs", "epoch_s", "device_hours",
+COLUMNS = ["benchmark", "arm", "cells", "jobs", "cycles_unshared", "cycles", "epochs", "epoch_s", "device_hours",
            "longest_job_h", "source"]
 
 
 def cycles_of(cell: Cell) -> int:
-    """Cycles one job of this cell trains (as prunegen.arms.start and dag.resources)."""
-    return cell.level + 1 if cell.arm == "downscaled_extended" else 1
+    """Cycles one job of this cell trains (as prunegen.arms.start and dag.resources): with
+    shared prefixes, a `downscaled_extended` cell trains only the cycles its prefix has not."""
+    return prefixes.cycles_to_train(cell)
 
 
 def calibration_path(study: Study) -> Path:
@@ -117,7 +120,7 @@ def jobs(study: Study, select: str | None = None) -> pd.DataFrame:
         cycles = cycles_of(c)
         epochs = cycles * c.benchmark.train.epochs
         rows.append({**c.key, "label": c.label, "state": states[c.relpath], "runs": will_run(c),
-                     "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
+                     "cycles_unshared": prefixes.cycles_total(c), "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
                      "hours": epochs * epoch_s / 3600,
                      "requested_min": c.benchmark.resources.runtime_min * cycles})
     return pd.DataFrame(rows)
@@ -131,12 +134,13 @@ def summarize(per_job: pd.DataFrame) -> pd.DataFrame:
     t = todo.groupby(["benchmark", "arm"], sort=False)
     out = pd.DataFrame({"cells": g.size()})
     out["jobs"] = t.size()
+    out["cycles_unshared"] = t["cycles_unshared"].sum()
     out["cycles"], out["epochs"], out["device_hours"] = t["cycles"].sum(), t["epochs"].sum(), t["hours"].sum()
     out["longest_job_h"] = t["hours"].max()
     out["epoch_s"] = out["device_hours"] * 3600 / out["epochs"]
     out["source"] = t["source"].agg(lambda s: "+".join(x for x in SOURCES if x in set(s)))
-    out = out.reset_index().fillna({"jobs": 0, "cycles": 0, "epochs": 0, "device_hours": 0.0, "source": ""})
-    out = out.astype({"jobs": "int64", "cycles": "int64", "epochs": "int64"})
+    out = out.reset_index().fillna({"jobs": 0, "cycles_unshared": 0, "cycles": 0, "epochs": 0, "device_hours": 0.0, "source": ""})
+    out = out.astype({"jobs": "int64", "cycles_unshared": "int64", "cycles": "int64", "epochs": "int64"})
     bench = {b: i for i, b in enumerate(per_job["benchmark"].unique())}  # the study's order
     out = out.assign(_b=out["benchmark"].map(bench), _r=out["arm"].map({a: i for i, a in enumerate(ARMS)}))
     return out.sort_values(["_b", "_r"], kind="stable")[COLUMNS].reset_index(drop=True)
@@ -177,6 +181,7 @@ def plan(study: Study, select: str | None = None, partition_limit: str | None = 
         "cells": int(len(per_job)), "jobs": int(len(todo)),
         # the workflow's other jobs (merge, figures, all) run whenever a cell does
         "other_jobs": 3 if len(todo) else 0,
+        "cycles_unshared": int(todo["cycles_unshared"].sum()),
         "cycles": int(todo["cycles"].sum()), "epochs": int(todo["epochs"].sum()),
         "device_hours": float(todo["hours"].sum()),
         "longest_job_h": float(todo["hours"].max()) if len(todo) else 0.0,
@@ -194,16 +199,18 @@ def plan(study: Study, select: str | None = None, partition_limit: str | None = 
 
 def format_plan(p: dict) -> str:
     table = pd.DataFrame(p["table"], columns=COLUMNS)
-    total = {"benchmark": "total", "arm": "", "cells": p["cells"], "jobs": p["jobs"], "cycles": p["cycles"],
+    total = {"benchmark": "total", "arm": "", "cells": p["cells"], "jobs": p["jobs"],
+             "cycles_unshared": p["cycles_unshared"], "cycles": p["cycles"],
              "epochs": p["epochs"], "device_hours": p["device_hours"], "longest_job_h": p["longest_job_h"],
              "epoch_s": p["device_hours"] * 3600 / p["epochs"] if p["epochs"] else float("nan"), "source": ""}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     text = table.to_string(index=False, formatters={
-        "cells": "{:,}".format, "jobs": "{:,}".format, "cycles": "{:,}".format, "epochs": "{:,}".format,
+        "cells": "{:,}".format, "jobs": "{:,}".format, "cycles_unshared": "{:,}".format, "cycles": "{:,}".format, "epochs": "{:,}".format,
         "epoch_s": "{:.2f}".format, "device_hours": "{:,.2f}".format, "longest_job_h": "{:.2f}".format})
     lines = [f"study {p['study']}" + (f", select {p['select']!r}" if p["select"] else "")
              + f": {p['cells']:,} cells, {p['jobs']:,} jobs to run (+ {p['other_jobs']} merge/figures/all)", text, "",
-             f"{p['jobs']:,} jobs, {p['cycles']:,} cycles, {p['epochs']:,} epochs, "
+             f"{p['jobs']:,} jobs, {p['cycles']:,} cycles ({p['cycles_unshared']:,} without shared prefixes), "
+             f"{p['epochs']:,} epochs, "
              f"{p['device_hours']:,.2f} device-hours; longest job {p['longest_job_h']:.2f} h"
              + (f" ({p['longest_job']})" if p["longest_job"] else "")]
     lines.append("epoch times: " + ", ".join(f"{n:,} jobs {s}" for s, n in p["sources"].items() if n)

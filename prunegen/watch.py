@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import lock, records
 from .config import Cell, Study
-from .plan import cycles_of
+from .prefixes import cycles_to_train
 
 WATCH_STATES = ("queued", "pending", "running", "completed", "failed")
 JOBS_FILE = "jobs.jsonl"
@@ -99,7 +99,7 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
     slurm = poll(ids) if poll is not None and ids else {}
     out = []
     for c in cells:
-        epochs = cycles_of(c) * c.benchmark.train.epochs
+        epochs = cycles_to_train(c) * c.benchmark.train.epochs
         if checks[c.relpath].state == "complete":
             out.append(CellView(c, "completed", epochs_done=epochs, epochs=epochs))
             continue

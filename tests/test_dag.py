@@ -21,14 +21,17 @@ def test_chain_parents_are_the_previous_level_and_random_reads_imp():
                       str(study.cell("digits-mlp", "imp", 2, 0.2, 0).dir / "cell.json")]
     assert dag.parent_inputs(study, w(arm="imp", level="1")) == [
         str(study.cell("digits-mlp", "dense", 0, 0.2, 0).dir / "cell.json")]
-    assert dag.parent_inputs(study, w(arm="downscaled_extended")) == []
+    assert dag.parent_inputs(study, w(arm="downscaled")) == []  # from scratch at its width
+    # its first cycle is downscaled L2's (prunegen.prefixes): it continues that cell
+    assert dag.parent_inputs(study, w(arm="downscaled_extended")) == [
+        str(study.cell("digits-mlp", "downscaled", 2, 0.2, 0).dir / "cell.json")]
 
 
 def test_resources_come_from_the_study_and_scale_with_cycles():
     study = dag.load(SMOKE)
     r = dag.resources(study, w())
     assert r == {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 5}
-    assert dag.resources(study, w(arm="downscaled_extended"))["runtime_min"] == 15
+    assert dag.resources(study, w(arm="downscaled_extended"))["runtime_min"] == 10  # 3 cycles, 1 shared
 
 
 @pytest.mark.parametrize("bad", [w(noise="0.20"), w(arm="imp", level="0")])

@@ -61,13 +61,15 @@ def test_a_slice_runs_the_matching_cells_and_the_parents_they_need(tmp_path):
 def test_hours_match_a_hand_computation_from_runtime_min(smoke_study):
     p = plan.plan(smoke_study)
     # per (noise, seed): dense 1 cycle + imp, extended, downscaled, random 1 per level (2 levels)
-    # + downscaled_extended 2 + 3 cycles = 14; two noise levels; runtime_min 5 per cycle
-    assert p["cells"] == p["jobs"] == 22 and p["cycles"] == 28 and p["epochs"] == 28 * 3
-    assert p["device_hours"] == pytest.approx(28 * 5 / 60)
-    assert p["longest_job_h"] == pytest.approx(3 * 5 / 60)
+    # + downscaled_extended 2 + 3 cycles = 14 unshared; shared, downscaled_extended continues
+    # downscaled at its level (the two widths differ): 1 + 2, so 12; two noise levels;
+    # runtime_min 5 per cycle
+    assert p["cells"] == p["jobs"] == 22 and p["cycles_unshared"] == 28 and p["cycles"] == 24
+    assert p["epochs"] == 24 * 3 and p["device_hours"] == pytest.approx(24 * 5 / 60)
+    assert p["longest_job_h"] == pytest.approx(2 * 5 / 60)
     row = {r["arm"]: r for r in p["table"]}["downscaled_extended"]
-    assert (row["cells"], row["cycles"], row["epochs"]) == (4, 10, 30)
-    assert row["device_hours"] == pytest.approx(10 * 5 / 60) and p["sources"]["runtime_min"] == 22
+    assert (row["cells"], row["cycles_unshared"], row["cycles"], row["epochs"]) == (4, 10, 6, 18)
+    assert row["device_hours"] == pytest.approx(6 * 5 / 60) and p["sources"]["runtime_min"] == 22
 
 
 def test_completed_cells_measured_times_come_first_and_leave_the_job_list(smoke_study):
@@ -84,7 +86,7 @@ def test_completed_cells_measured_times_come_first_and_leave_the_job_list(smoke_
     median = sorted(per_epoch.values())[0] / 2 + sorted(per_epoch.values())[1] / 2
     ext = row.loc[("downscaled_extended", 0.0, 2)]  # no measured cell of its arm: the benchmark's median
     assert ext["source"] == "measured" and ext["epoch_s"] == pytest.approx(median)
-    assert ext["hours"] == pytest.approx(3 * 3 * median / 3600)
+    assert ext["hours"] == pytest.approx(2 * 3 * median / 3600)  # 3 cycles, the first one downscaled L2's
     p = plan.plan(smoke_study)
     assert p["jobs"] == 20 and p["sources"] == {"measured": 20, "calibrated": 0, "runtime_min": 0}
 
@@ -96,7 +98,7 @@ def test_a_calibration_file_is_the_second_choice(smoke_study):
     epoch_s = cal["benchmarks"]["digits-mlp"]["epoch_seconds"]
     assert epoch_s > 0
     p = plan.plan(smoke_study)
-    assert p["sources"]["calibrated"] == 22 and p["device_hours"] == pytest.approx(28 * 3 * epoch_s / 3600)
+    assert p["sources"]["calibrated"] == 22 and p["device_hours"] == pytest.approx(24 * 3 * epoch_s / 3600)
     plan.calibration_path(smoke_study).write_text("{not json")
     with pytest.raises(StudyError, match="calibration.json"):
         plan.plan(smoke_study)
@@ -105,14 +107,14 @@ def test_a_calibration_file_is_the_second_choice(smoke_study):
 def test_partition_limit_flags_jobs_that_would_not_fit(smoke_study):
     assert plan.parse_time_limit("2-00:00:00") == 2880 and plan.parse_time_limit("1:30:00") == 90
     assert plan.parse_time_limit("12") == 12 and plan.parse_time_limit("1-6") == 1800
-    p = plan.plan(smoke_study, partition_limit="10")  # downscaled_extended L2 asks 15 min (3 cycles x 5)
+    p = plan.plan(smoke_study, partition_limit="9")  # downscaled_extended L2 asks 10 min (2 cycles x 5)
     assert sorted(b["label"] for b in p["over_limit"]) == [
         f"digits-mlp downscaled_extended L2 noise={f} seed=0" for f in ("0.0", "0.2")]
-    assert plan.plan(smoke_study, partition_limit="15")["over_limit"] == []
-    # a fast device: the estimate fits in 10 min, the requested 15 min still does not (never starts)
+    assert plan.plan(smoke_study, partition_limit="10")["over_limit"] == []
+    # a fast device: the estimate fits in 9 min, the requested 10 min still does not (never starts)
     plan.calibration_path(smoke_study).parent.mkdir(parents=True)
     plan.calibration_path(smoke_study).write_text(json.dumps({"benchmarks": {"digits-mlp": {"epoch_seconds": 1.0}}}))
-    assert len(plan.plan(smoke_study, partition_limit="10")["over_limit"]) == 2
+    assert len(plan.plan(smoke_study, partition_limit="9")["over_limit"]) == 2
     with pytest.raises(StudyError, match="--partition-limit"):
         plan.parse_time_limit("two hours")
 
@@ -122,15 +124,20 @@ def test_plan_on_the_paper_grid_prints_its_7644_cells():
                           "/nonexistent-results"], capture_output=True, text=True, check=True).stdout
     assert "7,644 cells, 7,644 jobs to run" in out
     for bench in ("mnist-lenet300", "cifar10-resnet20", "cifar10-vgg16", "cifar100-resnet32"):
-        assert re.search(rf"{bench}\s+downscaled_extended\s+378\s+378\s+3,969\s", out), bench
+        assert re.search(rf"{bench}\s+downscaled_extended\s+378\s+378\s+3,969\s+[\d,]+\s", out), bench
     p = json.loads(subprocess.run([sys.executable, "-m", "prunegen.cli", "plan", "--study", str(PAPER), "--json",
                                    "--results-root", "/nonexistent-results"],
                                   capture_output=True, text=True, check=True).stdout)
     study = load_study(PAPER)
-    # 262 cycles per (benchmark, noise, seed): 1 + 4 x 18 + (2 + ... + 19) = 73 + 189
-    assert p["cycles"] == 4 * 7 * 3 * 262
+    # 262 cycles per (benchmark, noise, seed) unshared: 1 + 4 x 18 + (2 + ... + 19) = 73 + 189
+    assert p["cycles_unshared"] == 4 * 7 * 3 * 262
+    # shared: the cycles each downscaled_extended job trains (tests/test_prefixes.py checks them by hand)
+    from prunegen import prefixes
+    trained = {b: sum(prefixes.cycles_to_train(study.cell(b, "downscaled_extended", k, 0.0, 0)) for k in range(1, 19))
+               for b in study.benchmarks}
+    assert p["cycles"] == sum(7 * 3 * (73 + t) for t in trained.values())
     runtime = {b: bm.resources.runtime_min for b, bm in study.benchmarks.items()}
-    assert p["device_hours"] == pytest.approx(sum(7 * 3 * 262 * m / 60 for m in runtime.values()))
+    assert p["device_hours"] == pytest.approx(sum(7 * 3 * (73 + trained[b]) * m / 60 for b, m in runtime.items()))
 
 
 def test_status_counts_only_the_slice(smoke_study):
