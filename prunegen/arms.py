@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import pruning, records
+from . import pruning, records, shapes
 from .config import Cell
 from .data import to_float
-from .models import base_width, build_model, width_candidates
+from .models import base_width, build_model
 from .seeds import derive, generator
 
 
@@ -41,6 +41,8 @@ class Start:
     total_cycles: int          # cycles behind the final model, this cell's and its ancestors'
     lr_constant: float | None  # finetune variant: constant small LR
     width_ratio: float = 1.0   # downscaled arms: prunable weights achieved / full model's
+    first_epoch: int = 0       # epoch of the schedule each cycle starts at (weight_rewind: the rewind epoch)
+    total_epochs: int | None = None  # epochs behind the final model (None: total_cycles whole cycles)
 
 
 def init_model(cell: Cell, input_shape, num_classes: int, width: int | None = None) -> nn.Module:
@@ -89,16 +91,10 @@ def keep_count(total: int, fraction: float, level: int) -> int:
 
 def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, float]:
     """The width whose prunable-weight count is closest to d_k times the full model's,
-    and the ratio it achieves."""
-    spec, ignore = cell.benchmark.model, cell.benchmark.prune.ignore
-    with torch.device("meta"):  # counting shapes only: no memory, no init cost
-        def count(w):
-            return pruning.count_prunable(build_model(spec, input_shape=input_shape,
-                                                      num_classes=num_classes, width=w), ignore)
-        full = count(base_width(spec))
-        target = full * (1 - cell.benchmark.prune.fraction) ** cell.level
-        best = min(width_candidates(spec), key=lambda w: (abs(count(w) - target), -w))
-        return best, count(best) / full
+    and the ratio it achieves (counted from the models' shapes, prunegen.shapes)."""
+    bm = cell.benchmark
+    return shapes.downscaled_width(bm.model, input_shape, num_classes, bm.prune.ignore,
+                                   bm.prune.fraction, cell.level)
 
 
 def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
@@ -132,10 +128,15 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
         _, imp_mask = load_final(cell, cell.sibling("imp", k))
         per_layer = {n: int(m.sum()) for n, m in imp_mask.items()}
         mask = pruning.random_prune(parent_mask, per_layer, generator(cell.seed, "random-mask", k))
-    if variant == "weight_rewind":
-        model.load_state_dict(rewind_state(cell, cell.sibling("dense", 0)))
     lr = bm.prune.finetune_lr if variant == "finetune" else None
-    return Start(model, mask, full_width, [k], k + 1, lr)
+    if variant != "weight_rewind":
+        return Start(model, mask, full_width, [k], k + 1, lr)
+    model.load_state_dict(rewind_state(cell, cell.sibling("dense", 0)))
+    # Lottery-ticket rewinding (OpenLTH's train(start_step=...)): the weights and the LR
+    # schedule go back to the rewind epoch, and each pruning cycle trains what is left of it.
+    first = min(bm.prune.rewind_epoch, bm.train.epochs) if bm.prune.rewind_schedule else 0
+    return Start(model, mask, full_width, [k], k + 1, lr, first_epoch=first,
+                 total_epochs=bm.train.epochs + k * (bm.train.epochs - first))
 
 
 def method_context(cell: Cell, input_shape, splits) -> pruning.Context:
