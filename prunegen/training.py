@@ -41,7 +41,8 @@ def lr_at(hp: Train, step: int, steps_per_epoch: int, constant: float | None = N
     s = hp.schedule
     epoch = step / steps_per_epoch
     if s.warmup_epochs and epoch < s.warmup_epochs:
-        return hp.lr * (step + 1) / (s.warmup_epochs * steps_per_epoch)
+        # capped: with a warmup of a fractional number of steps the last one would overshoot
+        return hp.lr * min(1.0, (step + 1) / (s.warmup_epochs * steps_per_epoch))
     frac = epoch / hp.epochs
     if s.kind == "step":
         return hp.lr * s.gamma ** sum(frac >= m for m in s.milestones)
