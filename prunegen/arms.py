@@ -9,6 +9,10 @@
 | random              | random k-1's weights, random mask with imp k's    | [k]                         |
 |                     | per-layer densities                               |                             |
 
+Under prune.variant `weight_rewind`, imp and random keep their mask but restart from the
+dense cell's weights after epoch `rewind_epoch`, at that epoch of the LR schedule (the rest
+of the cycle is trained); under `finetune` they train at the constant `finetune_lr`.
+
 An arm a study defines on base `imp` (prunegen.arm_specs) is made like imp, with its own
 pruning method (prunegen.pruning.registry) in place of global magnitude pruning.
 """

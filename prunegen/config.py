@@ -371,9 +371,12 @@ def _benchmark(name: str, raw: dict) -> Benchmark:
     data_raw = dict(raw.get("data") or {})
     data_raw.setdefault("val_size", DEFAULT_VAL_SIZE[raw["dataset"]])
     data_raw.setdefault("augment", raw["dataset"] in ("cifar10", "cifar100", "svhn"))
+    train, prune = _build(Train, train_raw), _build(Prune, prune_raw)
+    if prune.variant == "weight_rewind" and prune.rewind_schedule and prune.rewind_epoch >= train.epochs:
+        raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
+                         f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
-                     train=_build(Train, train_raw), prune=_build(Prune, prune_raw),
-                     resources=_build(Resources, raw.get("resources")))
+                     train=train, prune=prune, resources=_build(Resources, raw.get("resources")))
 
 
 def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> Study:

@@ -127,6 +127,8 @@ def test_the_rewind_point_is_read_by_dense_and_the_rewinding_cells_only():
     # the schedule rewind is weight_rewind's own: those cells hash it, and it changes their meaning
     no_schedule = hashes(with_prune(variant="weight_rewind", rewind_schedule=False))
     assert {a for a in ALL_ARMS if rewind[a] != no_schedule[a]} == {"imp", "random"}
+    with pytest.raises(StudyError, match="prune.rewind_epoch: 3 leaves none of the 3 epochs"):
+        from_dict(with_prune(variant="weight_rewind", rewind_epoch=3))
     finetune = hashes(with_prune(variant="finetune"))
     assert hashes(with_prune(variant="finetune", finetune_lr=0.01))["imp"] != finetune["imp"]
 
