@@ -143,7 +143,7 @@ def generate_group(study_path: str, noise: float, seed: int) -> tuple[int, int]:
                       "prunable_nonzero": nonzero, "parameters": n_params,
                       "parameters_kept": n_params - (n_prunable - nonzero)}
             total_cycles = level + 1 if arm in (*CHAIN_ARMS, "downscaled_extended") else 1
-            start = types.SimpleNamespace(width=width, width_ratio=ratio, total_cycles=total_cycles)
+            start = types.SimpleNamespace(width=width, width_ratio=ratio, total_cycles=total_cycles, total_epochs=None)
             ex = _examples(rng, splits, arm, level)
             summary = summarize(cell, ex, report, start)
             summary["wall_seconds"] = float(rng.uniform(2, 6))

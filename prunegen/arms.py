@@ -9,24 +9,26 @@
 | random              | random k-1's weights, random mask with imp k's    | [k]                         |
 |                     | per-layer densities                               |                             |
 
+Under prune.variant `weight_rewind`, imp and random keep their mask but restart from the
+dense cell's weights after epoch `rewind_epoch`, at that epoch of the LR schedule (the rest
+of the cycle is trained); under `finetune` they train at the constant `finetune_lr`.
+
 An arm a study defines on base `imp` (prunegen.arm_specs) is made like imp, with its own
 pruning method (prunegen.pruning.registry) in place of global magnitude pruning.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import prefixes, pruning, records
+from . import prefixes, pruning, records, shapes
 from .config import Cell
 from .data import to_float
-from .models import base_width, build_model, width_candidates
+from .models import base_width, build_model
 from .seeds import derive, generator
 
 
@@ -43,6 +45,8 @@ class Start:
     total_cycles: int          # cycles behind the final model, this cell's and its ancestors'
     lr_constant: float | None  # finetune variant: constant small LR
     width_ratio: float = 1.0   # downscaled arms: prunable weights achieved / full model's
+    first_epoch: int = 0       # epoch of the schedule each cycle starts at (weight_rewind: the rewind epoch)
+    total_epochs: int | None = None  # epochs behind the final model (None: total_cycles whole cycles)
 
 
 def init_model(cell: Cell, input_shape, num_classes: int, width: int | None = None) -> nn.Module:
@@ -91,25 +95,10 @@ def keep_count(total: int, fraction: float, level: int) -> int:
 
 def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, float]:
     """The width whose prunable-weight count is closest to d_k times the full model's,
-    and the ratio it achieves."""
-    spec = cell.benchmark.model
-    count = _prunable_counts(json.dumps(spec, sort_keys=True), tuple(cell.benchmark.prune.ignore),
-                             tuple(input_shape), num_classes)
-    full = count[base_width(spec)]
-    target = full * (1 - cell.benchmark.prune.fraction) ** cell.level
-    best = min(width_candidates(spec), key=lambda w: (abs(count[w] - target), -w))
-    return best, count[best] / full
-
-
-@functools.lru_cache(maxsize=64)
-def _prunable_counts(spec_json: str, ignore: tuple[str, ...], input_shape: tuple, num_classes: int) -> dict[int, int]:
-    """Prunable weights of the model at every candidate width: one build each, per model
-    (a grid asks for the widths of every level of every benchmark)."""
-    spec = json.loads(spec_json)
-    with torch.device("meta"):  # counting shapes only: no memory, no init cost
-        return {w: pruning.count_prunable(build_model(spec, input_shape=input_shape, num_classes=num_classes,
-                                                      width=w, init=False), ignore)
-                for w in width_candidates(spec)}
+    and the ratio it achieves (counted from the models' shapes, prunegen.shapes)."""
+    bm = cell.benchmark
+    return shapes.downscaled_width(bm.model, input_shape, num_classes, bm.prune.ignore,
+                                   bm.prune.fraction, cell.level)
 
 
 def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
@@ -148,10 +137,15 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
         _, imp_mask = load_final(cell, cell.sibling("imp", k))
         per_layer = {n: int(m.sum()) for n, m in imp_mask.items()}
         mask = pruning.random_prune(parent_mask, per_layer, generator(cell.seed, "random-mask", k))
-    if variant == "weight_rewind":
-        model.load_state_dict(rewind_state(cell, cell.sibling("dense", 0)))
     lr = bm.prune.finetune_lr if variant == "finetune" else None
-    return Start(model, mask, full_width, [k], k + 1, lr)
+    if variant != "weight_rewind":
+        return Start(model, mask, full_width, [k], k + 1, lr)
+    model.load_state_dict(rewind_state(cell, cell.sibling("dense", 0)))
+    # Lottery-ticket rewinding (OpenLTH's train(start_step=...)): the weights and the LR
+    # schedule go back to the rewind epoch, and each pruning cycle trains what is left of it.
+    first = min(bm.prune.rewind_epoch, bm.train.epochs) if bm.prune.rewind_schedule else 0
+    return Start(model, mask, full_width, [k], k + 1, lr, first_epoch=first,
+                 total_epochs=bm.train.epochs + k * (bm.train.epochs - first))
 
 
 def method_context(cell: Cell, input_shape, splits) -> pruning.Context:

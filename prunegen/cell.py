@@ -81,7 +81,8 @@ def summarize(cell: Cell, ex: dict[str, list], report: dict, start: arms.Start) 
         **{k: report[k] for k in ("density", "sparsity", "sparsity_all", "prunable_weights",
                                   "prunable_nonzero", "parameters", "parameters_kept")},
         "width": start.width, "width_ratio": start.width_ratio,
-        "cycles": start.total_cycles, "total_epochs": start.total_cycles * bm.train.epochs,
+        "cycles": start.total_cycles,
+        "total_epochs": start.total_cycles * bm.train.epochs if start.total_epochs is None else start.total_epochs,
     }
 
 
@@ -126,7 +127,7 @@ def _run(cell: Cell, device: str | None) -> Path:
     checkpoint = Checkpoint(out / "checkpoint.pt", cell.hash)
     history, info = train(model, mask, splits, bm.train, cycles=start.cycles, seed=cell.seed,
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
-                          on_epoch=save_rewind)
+                          on_epoch=save_rewind, first_epoch=start.first_epoch)
 
     prefix = prefixes.prefix(cell)
     if cell.base in CHAIN_ARMS or prefix is not None:  # the whole curve: every cycle behind this model

@@ -18,12 +18,16 @@ from typing import Any
 
 import yaml
 
+from . import shapes
+
 # Bump when the meaning of a resolved hyperparameter or of a record changes:
 # every cell hash changes with it, so old results are never mistaken for new.
 SCHEMA_VERSION = 1
 
 ARMS = ("dense", "imp", "extended", "downscaled", "downscaled_extended", "random")
 CHAIN_ARMS = ("imp", "extended", "random")  # level k continues level k-1
+VARIANT_ARMS = ("imp", "random")  # the arms whose training the pruning variant shapes
+DOWNSCALED_ARMS = ("downscaled", "downscaled_extended")  # dense at a width matching d_k
 DEFAULT_VAL_SIZE = {"digits": 180, "mnist": 5000, "fashion_mnist": 5000,
                     "cifar10": 5000, "cifar100": 5000, "svhn": 5000}
 
@@ -66,6 +70,33 @@ class Prune:
     variant: str = _help("imp variant: lrr (keep weights, restart LR), weight_rewind, finetune", "lrr")
     rewind_epoch: int = _help("weight_rewind: epoch of level 0 whose weights are restored (0 = init)", 1)
     finetune_lr: float = _help("finetune: constant LR of every pruning cycle", 1e-3)
+    rewind_schedule: bool = _help(
+        "weight_rewind: rewind the LR schedule to rewind_epoch too and train the rest of the cycle "
+        "(epochs - rewind_epoch epochs), as lottery-ticket rewinding (OpenLTH) does; false restarts "
+        "the schedule and trains a whole cycle from the rewound weights", True)
+
+    def read_by(self, base: str, rewinds: bool) -> "Prune":
+        """This block as a cell of built-in arm `base` reads it: every field its training does
+        not read is at its default, so changing one re-runs none of those cells, and a study
+        at the defaults keeps its hashes. `rewinds`: some arm of the study restores the
+        dense cell's rewind point (the `weight_rewind` variant of imp or random).
+
+        Every arm reads `ignore`: it names the layers of the mask each cell saves and every
+        chain inherits from dense, and the prunable count its sparsity is reported on.
+        `downscaled` arms read `fraction` only through the width it resolves to
+        (Benchmark.read_by makes it canonical)."""
+        d = Prune()
+        if base in VARIANT_ARMS:
+            rewind, finetune = self.variant == "weight_rewind", self.variant == "finetune"
+            return dataclasses.replace(
+                self, rewind_epoch=self.rewind_epoch if rewind else d.rewind_epoch,
+                rewind_schedule=self.rewind_schedule if rewind else d.rewind_schedule,
+                finetune_lr=self.finetune_lr if finetune else d.finetune_lr)
+        if base in ("dense", "extended", *DOWNSCALED_ARMS):
+            # dense saves the rewind point; extended and downscaled cells never restore it
+            return Prune(ignore=self.ignore, rewind_epoch=self.rewind_epoch if base == "dense" and rewinds
+                         else d.rewind_epoch)
+        return self  # an arm this table does not know reads the whole block
 
 
 @dataclass(frozen=True)
@@ -92,13 +123,35 @@ class Benchmark:
     prune: Prune = _help("pruning")
     resources: Resources = _help("what one cell job needs (not part of the hash)")
 
+    def read_by(self, base: str, rewinds: bool, level: int | None = None) -> "Benchmark":
+        """This benchmark as a cell of built-in arm `base` (at `level`) reads it (Prune.read_by).
+
+        A downscaled cell reads the prune fraction only through the width it resolves to at
+        its level, so its fraction is replaced by a canonical one of the same width
+        (shapes.canonical_fraction: the default wherever the default lands on that width,
+        else the fraction of fewest decimal digits that does): two fractions of one width
+        give one cell, and a study's own simple fraction (0.2, 0.5) keeps its hashes."""
+        prune = self.prune.read_by(base, rewinds)
+        if base in DOWNSCALED_ARMS and level is not None:
+            shape, classes = shapes.DATASET_SHAPES[self.dataset]
+            prune = dataclasses.replace(prune, fraction=shapes.canonical_fraction(
+                self.model, shape, classes, self.prune.ignore, self.prune.fraction, level, Prune().fraction))
+        return dataclasses.replace(self, prune=prune)
+
     def hparams(self, arm: str) -> dict:
-        """What shapes a cell of `arm`: resources never do, pruning only matters past dense
-        (dense keeps the rewind point, which it saves for `weight_rewind`)."""
+        """What shapes a cell of built-in arm `arm`, read from this benchmark as that arm
+        reads it (read_by): resources never do; of the prune block, dense keeps its rewind
+        point (it saves the weights `weight_rewind` restores) and, where they are not the
+        model's default, its prunable layers (its mask, which every chain inherits)."""
         out = {"dataset": self.dataset, "model": self.model,
                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
         prune = dataclasses.asdict(self.prune)
-        out["prune"] = {"rewind_epoch": prune["rewind_epoch"]} if arm == "dense" else prune
+        if self.prune.variant != "weight_rewind":
+            del prune["rewind_schedule"]  # read by weight_rewind only, which hashes it
+        if arm == "dense":
+            prune = {"rewind_epoch": prune["rewind_epoch"],
+                     **({"ignore": prune["ignore"]} if self.prune.ignore != default_ignore(self.model) else {})}
+        out["prune"] = prune
         return out
 
 
@@ -127,6 +180,16 @@ class Study:
         """Arms whose level k continues level k-1: the built-in ones and those defined on them."""
         return (*CHAIN_ARMS, *(n for n, s in self.arm_specs.items() if s.base in CHAIN_ARMS))
 
+    def base_of(self, arm: str) -> str:
+        """The built-in arm `arm` is made like (itself, unless the study defines it)."""
+        spec = self.arm_specs.get(arm)
+        return spec.base if spec else arm
+
+    def rewinds(self, benchmark: str) -> bool:
+        """Whether some arm of the study restores the dense cell's rewind point on `benchmark`."""
+        return (self.benchmarks[benchmark].prune.variant == "weight_rewind"
+                and any(self.base_of(a) in VARIANT_ARMS for a in self.arms))
+
     def cell(self, benchmark: str, arm: str, level: int, noise: float, seed: int) -> "Cell":
         return _cell(self, benchmark, arm, level, noise, seed)
 
@@ -143,7 +206,9 @@ class Study:
             if level != 0:
                 raise StudyError(f"arm 'dense' has only level 0, got level {level}")
             arm = "dense"  # level 0 of every arm is the shared dense cell
-        return Cell(self, self.benchmarks[benchmark], arm, level, float(noise), int(seed))
+        base = self.base_of(arm)
+        seen = _read_by(self, benchmark, base, level if base in DOWNSCALED_ARMS else None)
+        return Cell(self, seen, arm, level, float(noise), int(seed))
 
     def cells(self) -> list["Cell"]:
         """Every cell of the grid: one dense level-0 cell per (benchmark, noise, seed),
@@ -162,7 +227,7 @@ class Study:
 @dataclass(frozen=True, eq=False)
 class Cell:
     study: Study
-    benchmark: Benchmark
+    benchmark: Benchmark  # the study's benchmark as this cell's arm reads it (Benchmark.read_by)
     arm: str
     level: int
     noise: float
@@ -176,8 +241,7 @@ class Cell:
     @property
     def base(self) -> str:
         """The built-in arm this cell is made like (itself, unless the study defines the arm)."""
-        spec = self.study.arm_specs.get(self.arm)
-        return spec.base if spec else self.arm
+        return self.study.base_of(self.arm)
 
     @property
     def method(self) -> dict | None:
@@ -232,6 +296,12 @@ class Cell:
 
 
 @functools.lru_cache(maxsize=None)
+def _read_by(study: Study, benchmark: str, base: str, level: int | None) -> Benchmark:
+    # Shared by every cell of one (benchmark, arm[, level]): a grid has thousands of them.
+    return study.benchmarks[benchmark].read_by(base, study.rewinds(benchmark), level)
+
+
+@functools.lru_cache(maxsize=None)
 def _cell(study: Study, benchmark: str, arm: str, level: int, noise: float, seed: int) -> Cell:
     # A DAG of thousands of jobs asks for the same cell (and its hash) many times.
     return study._make_cell(benchmark, arm, level, noise, seed)
@@ -275,14 +345,18 @@ def _build(cls, raw: dict | None, **fixed: Any):
 
 
 def resolve_model(spec: dict) -> dict:
-    """The model spec with its width defaults spelled out (they enter the hash)."""
+    """The model spec with its width and BatchNorm-init defaults spelled out (they enter the
+    hash). The MLP has no BatchNorm, so its spec has no bn_init (and keeps its old hashes)."""
     name = spec["name"]
     if name == "mlp":
+        if "bn_init" in spec:
+            raise StudyError("model.bn_init applies only to models with BatchNorm, not 'mlp'")
         return {"name": name, "hidden": list(spec.get("hidden", [300, 100]))}
     if "hidden" in spec:
         raise StudyError(f"model.hidden applies only to mlp, not {name!r}")
     default = 16 if name.startswith("resnet") else 64
-    return {"name": name, "width": int(spec.get("width", default))}
+    # OpenLTH's CIFAR models default to batchnorm_init='uniform' (gamma ~ U[0, 1), beta = 0)
+    return {"name": name, "width": int(spec.get("width", default)), "bn_init": spec.get("bn_init", "uniform")}
 
 
 def default_ignore(model: dict) -> tuple[str, ...]:
@@ -301,9 +375,12 @@ def _benchmark(name: str, raw: dict) -> Benchmark:
     data_raw = dict(raw.get("data") or {})
     data_raw.setdefault("val_size", DEFAULT_VAL_SIZE[raw["dataset"]])
     data_raw.setdefault("augment", raw["dataset"] in ("cifar10", "cifar100", "svhn"))
+    train, prune = _build(Train, train_raw), _build(Prune, prune_raw)
+    if prune.variant == "weight_rewind" and prune.rewind_schedule and prune.rewind_epoch >= train.epochs:
+        raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
+                         f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
-                     train=_build(Train, train_raw), prune=_build(Prune, prune_raw),
-                     resources=_build(Resources, raw.get("resources")))
+                     train=train, prune=prune, resources=_build(Resources, raw.get("resources")))
 
 
 def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> Study:

@@ -49,18 +49,6 @@ _SPECS = {
     "svhn": (10, (3, 32, 32), (111.6, 113.2, 120.6), (50.5, 51.3, 50.2), True),
 }
 
-DIGITS_SHAPE = (10, (1, 8, 8))  # num_classes, (C, H, W) of scikit-learn's 8x8 digits
-
-
-def shape(name: str) -> tuple[int, tuple[int, int, int]]:
-    """A dataset's (num_classes, (C, H, W)) without loading it (model shapes at plan time)."""
-    if name == "digits":
-        return DIGITS_SHAPE
-    if name not in _SPECS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
-    return _SPECS[name][0], _SPECS[name][1]
-
-
 DIGITS_TEST_PER_CLASS = 36  # 360 test examples, the same for every run and seed
 DIGITS_SPLIT_SEED = 0  # fixed on purpose: not the replicate seed
 

@@ -12,27 +12,18 @@ from torch import nn
 import torch.nn.functional as F
 
 from prunegen import kernels
+from prunegen.shapes import (  # noqa: F401  (re-exported: the registry's public names)
+    DEFAULT_HIDDEN,
+    MODEL_NAMES,
+    RESNET_DEPTHS,
+    base_width,
+    mlp_hidden,
+    model_name,
+    vgg_plan,
+    width_candidates,
+)
 
-MODEL_NAMES = ("mlp", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
-
-_RESNET_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56}
-_VGG_PLANS = {  # OpenLTH cifar_vgg plans; 'M' = 2x2 max-pool
-    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-}
-_DEFAULT_HIDDEN = [300, 100]
-
-
-def _name(spec: dict) -> str:
-    name = spec.get("name")
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    return name
-
-
-def _scale(size: int, width: int, base: int) -> int:
-    # Every layer keeps its proportion to the base width; never shrink a layer to zero.
-    return max(1, round(size * width / base))
+BN_INITS = ("uniform", "ones")
 
 
 class MLP(nn.Module):
@@ -123,36 +114,31 @@ class CifarVGG(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
-def _init(model: nn.Module) -> None:
-    # OpenLTH "kaiming_normal" init for weights (biases keep torch's default init);
-    # BN starts as the identity (OpenLTH's "fixed" BN init).
+def _init(model: nn.Module, bn_init: str) -> None:
+    """OpenLTH's initialisation: "kaiming_normal" for conv and linear weights (biases keep
+    torch's default init) and, for BatchNorm, `bn_init`: "uniform" (OpenLTH's default,
+    batchnorm_init='uniform': gamma ~ U[0, 1), beta = 0) or "ones" (its "fixed", and torch's
+    default: gamma = 1, beta = 0). One pass over the layers in module order, drawing from the
+    global RNG, as OpenLTH's model.apply(initializer) does."""
+    if bn_init not in BN_INITS:
+        raise ValueError(f"unknown bn_init {bn_init!r}; choose one of {', '.join(BN_INITS)}")
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight)
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
+            if bn_init == "uniform":
+                nn.init.uniform_(m.weight, 0.0, 1.0)
+            else:
+                nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-def base_width(spec: dict) -> int:
-    """The full model's width (what `width=None` builds)."""
-    name = _name(spec)
-    if name == "mlp":
-        return int(spec.get("hidden", _DEFAULT_HIDDEN)[0])
-    return int(spec.get("width", 16 if name in _RESNET_DEPTHS else 64))
-
-
-def width_candidates(spec: dict) -> range:
-    """Every width a downscaled model may take, from 1 to the full width."""
-    return range(1, base_width(spec) + 1)
 
 
 def default_ignore(spec: dict) -> list[str]:
     """Modules whose weight is not prunable (OpenLTH: output layers of LeNet and VGG)."""
-    name = _name(spec)
+    name = model_name(spec)
     if name == "mlp":
         return ["output"]
-    if name in _VGG_PLANS:
+    if name.startswith("vgg"):
         return ["classifier"]
     return []
 
@@ -163,24 +149,18 @@ def build_model(
     input_shape: tuple[int, int, int],
     num_classes: int,
     width: int | None = None,
-    init: bool = True,
 ) -> nn.Module:
-    """Build and initialise the model named by `spec["name"]` at integer `width`
-    (`init=False`: torch's default init only, for counting shapes on the meta device)."""
-    name = _name(spec)
-    base = base_width(spec)
-    width = base if width is None else int(width)
+    """Build and initialise the model named by `spec["name"]` at integer `width`."""
+    name = model_name(spec)
+    width = base_width(spec) if width is None else int(width)
     if width < 1:
         raise ValueError(f"model width must be >= 1, got {width}")
     c, h, w = input_shape
     if name == "mlp":
-        hidden = [_scale(s, width, base) for s in spec.get("hidden", _DEFAULT_HIDDEN)]
-        model = MLP(c * h * w, hidden, num_classes)
-    elif name in _RESNET_DEPTHS:
-        model = CifarResNet(_RESNET_DEPTHS[name], width, c, num_classes)
+        model = MLP(c * h * w, mlp_hidden(spec, width), num_classes)
+    elif name in RESNET_DEPTHS:
+        model = CifarResNet(RESNET_DEPTHS[name], width, c, num_classes)
     else:
-        plan = [x if x == "M" else _scale(x, width, 64) for x in _VGG_PLANS[name]]
-        model = CifarVGG(plan, c, num_classes)
-    if init:
-        _init(model)
+        model = CifarVGG(vgg_plan(spec, width), c, num_classes)
+    _init(model, spec.get("bn_init", "uniform"))
     return model

@@ -15,8 +15,8 @@ has not, prunegen.prefixes; every other cell one). Its seconds per epoch come fr
    --calibrate` (prunegen.calibrate: a few hundred steps timed on this device);
 3. `runtime_min`: the study's resources, which are minutes per cycle.
 
-Reads only `cell.json` files and the calibration file; torch only to count the downscaled
-widths' weights on its meta device (prunegen.prefixes: which levels share a prefix).
+Reads only `cell.json` files and the calibration file; imports no torch (the downscaled
+widths, which decide the shared prefixes, are counted from prunegen.shapes).
 """
 
 from __future__ import annotations

@@ -27,18 +27,17 @@ from .config import Cell, Study
 
 
 def width(cell: Cell) -> int:
-    """The downscaled width at the cell's level (prunegen.arms.downscaled_width)."""
+    """The downscaled width at the cell's level (as prunegen.arms.downscaled_width)."""
     return _width(cell.study, cell.benchmark.name, cell.level)
 
 
 @functools.lru_cache(maxsize=None)
 def _width(study: Study, benchmark: str, level: int) -> int:
-    from .arms import downscaled_width  # torch, on the meta device: shapes only
-    from .data import shape
+    from . import shapes  # counted from the models' shapes, without torch
 
-    num_classes, input_shape = shape(study.benchmarks[benchmark].dataset)
-    probe = study.cell(benchmark, "downscaled_extended", level, study.noise[0], study.seeds[0])
-    return downscaled_width(probe, input_shape, num_classes)[0]  # reads the benchmark and level only
+    bm = study.benchmarks[benchmark]
+    input_shape, num_classes = shapes.DATASET_SHAPES[bm.dataset]
+    return shapes.downscaled_width(bm.model, input_shape, num_classes, bm.prune.ignore, bm.prune.fraction, level)[0]
 
 
 def prefix(cell: Cell) -> Cell | None:

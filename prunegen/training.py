@@ -41,7 +41,8 @@ def lr_at(hp: Train, step: int, steps_per_epoch: int, constant: float | None = N
     s = hp.schedule
     epoch = step / steps_per_epoch
     if s.warmup_epochs and epoch < s.warmup_epochs:
-        return hp.lr * (step + 1) / (s.warmup_epochs * steps_per_epoch)
+        # capped: with a warmup of a fractional number of steps the last one would overshoot
+        return hp.lr * min(1.0, (step + 1) / (s.warmup_epochs * steps_per_epoch))
     frac = epoch / hp.epochs
     if s.kind == "step":
         return hp.lr * s.gamma ** sum(frac >= m for m in s.milestones)
@@ -184,18 +185,20 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
 
 def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cycles: list[int],
           seed: int, checkpoint: Checkpoint, label: str = "", lr_constant: float | None = None,
-          on_epoch: Callable[[int, int, nn.Module], None] | None = None) -> tuple[list[dict], dict]:
-    """Train `model` for the chain cycles `cycles` (LR and optimizer restarted each cycle).
+          on_epoch: Callable[[int, int, nn.Module], None] | None = None,
+          first_epoch: int = 0) -> tuple[list[dict], dict]:
+    """Train `model` for the chain cycles `cycles` (LR and optimizer restarted each cycle),
+    each from epoch `first_epoch` of the schedule to its end (weight rewinding starts past 0).
 
     Returns the per-epoch history and resume information. `on_epoch(cycle, epoch, model)`
-    is called after each completed epoch (epoch 0 = before training).
+    is called after each completed epoch (and with `first_epoch` before training).
     """
     device = splits.train.x.device
     channels_last = use_channels_last(model, device)
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
     history: list[dict] = []
-    start_cycle, start_epoch = 0, 0
+    start_cycle, start_epoch = 0, first_epoch
     optimizer = make_optimizer(model, hp)
     resumed = None
     state = checkpoint.load()
@@ -209,17 +212,17 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
     bound = pruning.bind(model, mask)
     pruning.apply_mask(bound, optimizer)
     if state is None and on_epoch is not None and cycles:
-        on_epoch(cycles[0], 0, model)
+        on_epoch(cycles[0], first_epoch, model)
     model.train()
 
     for pos in range(start_cycle, len(cycles)):
         cycle = cycles[pos]
-        first_epoch = start_epoch if pos == start_cycle else 0
-        if first_epoch >= hp.epochs:
+        begin = start_epoch if pos == start_cycle else first_epoch
+        if begin >= hp.epochs:
             continue
-        if first_epoch == 0:
+        if begin == first_epoch:  # (a checkpoint is always past it: saved after an epoch)
             optimizer = make_optimizer(model, hp)  # LR rewinding: a fresh schedule and momentum
-        for epoch in range(first_epoch, hp.epochs):
+        for epoch in range(begin, hp.epochs):
             t0 = time.perf_counter()
             lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
             loss_sum, correct = train_epoch(model, optimizer, bound, splits, hp,

@@ -83,6 +83,86 @@ def test_dense_hash_ignores_the_prune_fraction_but_imp_does_not():
     assert from_dict(r).cell("digits-mlp", "imp", 1, 0.0, 0).hash != imp
 
 
+ALL_ARMS = ["dense", "imp", "extended", "downscaled", "downscaled_extended", "random"]
+
+
+def hashes(r, arms=ALL_ARMS) -> dict:
+    study = from_dict(r)
+    return {arm: study.cell("digits-mlp", arm, 0 if arm == "dense" else 2, 0.2, 0).hash for arm in arms}
+
+
+def with_prune(**prune):
+    r = raw()
+    r["benchmarks"]["digits-mlp"]["prune"].update(prune)
+    return r
+
+
+# field -> a new value, and the arms whose hash it changes (from the smoke study's lrr defaults)
+READS = [
+    ({"fraction": 0.3}, {"imp", "random", "downscaled", "downscaled_extended"}),  # widths change too
+    ({"variant": "finetune"}, {"imp", "random"}),
+    ({"rewind_epoch": 2}, set()),  # nothing rewinds under lrr
+    ({"finetune_lr": 0.01}, set()),  # nothing fine-tunes under lrr
+    ({"rewind_schedule": False}, set()),
+    ({"ignore": []}, set(ALL_ARMS)),  # the mask's layers, and the width's prunable count
+]
+
+
+@pytest.mark.parametrize("change, readers", READS, ids=[next(iter(c)) for c, _ in READS])
+def test_a_cells_hash_covers_exactly_the_prune_fields_its_arm_reads(change, readers):
+    before, after = hashes(raw()), hashes(with_prune(**change))
+    assert {arm for arm in ALL_ARMS if before[arm] != after[arm]} == readers
+
+
+def test_the_rewind_point_is_read_by_dense_and_the_rewinding_cells_only():
+    rewind = hashes(with_prune(variant="weight_rewind"))
+    later = hashes(with_prune(variant="weight_rewind", rewind_epoch=2))
+    assert {a for a in ALL_ARMS if rewind[a] != later[a]} == {"dense", "imp", "random"}
+    # without an arm that rewinds, dense does not read it
+    r = with_prune(variant="weight_rewind")
+    r["arms"] = ["dense", "extended"]
+    quiet = with_prune(variant="weight_rewind", rewind_epoch=2)
+    quiet["arms"] = ["dense", "extended"]
+    assert hashes(r, ["dense", "extended"]) == hashes(quiet, ["dense", "extended"]) == hashes(raw(), ["dense", "extended"])
+    # the schedule rewind is weight_rewind's own: those cells hash it, and it changes their meaning
+    no_schedule = hashes(with_prune(variant="weight_rewind", rewind_schedule=False))
+    assert {a for a in ALL_ARMS if rewind[a] != no_schedule[a]} == {"imp", "random"}
+    with pytest.raises(StudyError, match="prune.rewind_epoch: 3 leaves none of the 3 epochs"):
+        from_dict(with_prune(variant="weight_rewind", rewind_epoch=3))
+    finetune = hashes(with_prune(variant="finetune"))
+    assert hashes(with_prune(variant="finetune", finetune_lr=0.01))["imp"] != finetune["imp"]
+
+
+def test_a_downscaled_hash_reads_the_fraction_only_through_the_width():
+    from prunegen import shapes
+
+    spec, shape, ignore = {"name": "mlp", "hidden": [64, 32]}, (1, 8, 8), ("output",)
+    width = {f: [shapes.downscaled_width(spec, shape, 10, ignore, f, k)[0] for k in (1, 2)] for f in (0.2, 0.21, 0.25)}
+    assert width[0.21] == width[0.2] != width[0.25]  # 0.21 lands on 0.2's widths, 0.25 does not
+    base = hashes(raw())
+    assert hashes(with_prune(fraction=0.21))["downscaled"] == base["downscaled"]
+    assert hashes(with_prune(fraction=0.25))["downscaled"] != base["downscaled"]
+    for f in (0.21, 0.25, 0.3, 0.5, 0.55):  # the canonical fraction has the same width
+        for k in (1, 2, 5):
+            c = shapes.canonical_fraction(spec, shape, 10, ignore, f, k, 0.2)
+            assert shapes.downscaled_width(spec, shape, 10, ignore, c, k) == shapes.downscaled_width(spec, shape, 10, ignore, f, k)
+    assert shapes.canonical_fraction(spec, shape, 10, ignore, 0.5, 3, 0.2) == 0.5  # a simple fraction stays itself
+
+
+def test_cifar_models_spell_out_their_batchnorm_init_and_mlps_have_none():
+    r = raw()
+    r["benchmarks"]["digits-mlp"]["model"]["bn_init"] = "ones"
+    with pytest.raises(StudyError, match="bn_init applies only to models with BatchNorm"):
+        from_dict(r)
+    assert "bn_init" not in from_dict(raw()).benchmarks["digits-mlp"].model  # MLP hashes as before
+    r = raw()
+    r["benchmarks"]["digits-mlp"]["model"] = {"name": "resnet20"}
+    uniform = from_dict(r)
+    assert uniform.benchmarks["digits-mlp"].model == {"name": "resnet20", "width": 16, "bn_init": "uniform"}
+    r["benchmarks"]["digits-mlp"]["model"]["bn_init"] = "ones"
+    assert from_dict(r).cell("digits-mlp", "dense", 0, 0.0, 0).hash != uniform.cell("digits-mlp", "dense", 0, 0.0, 0).hash
+
+
 def test_level_zero_of_every_arm_is_the_dense_cell():
     study = load_study(SMOKE)
     assert study.cell("digits-mlp", "imp", 0, 0.0, 0).relpath == study.cell("digits-mlp", "dense", 0, 0.0, 0).relpath

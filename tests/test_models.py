@@ -149,12 +149,63 @@ def test_same_seed_same_weights(name):
     assert not all(torch.equal(states[0][k], other[k]) for k in other)
 
 
-def test_init_is_kaiming_normal_and_bn_identity():
+def test_init_is_kaiming_normal():
     torch.manual_seed(0)
     model = build_model({"name": "resnet20"}, input_shape=CIFAR, num_classes=10)
     w = model.blocks[-1].conv2.weight  # fan_in = 64 * 9
     assert abs(w.std().item() - (2 / (64 * 9)) ** 0.5) < 0.003
-    assert torch.equal(model.bn.weight, torch.ones(16)) and torch.equal(model.bn.bias, torch.zeros(16))
+
+
+def batch_norms(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("benchmark", ["cifar10-resnet20", "cifar10-vgg16", "cifar100-resnet32"])
+def test_paper_cifar_models_init_batchnorm_as_openlth_uniform(benchmark):
+    """OpenLTH's CIFAR models default to batchnorm_init='uniform': gamma ~ U[0, 1), beta = 0."""
+    from prunegen.config import load_study
+
+    from conftest import REPO
+
+    spec = load_study(REPO / "workflow" / "studies" / "paper.yaml").benchmarks[benchmark].model
+    assert spec["bn_init"] == "uniform"
+    torch.manual_seed(0)
+    bns = batch_norms(build_model(spec, input_shape=CIFAR, num_classes=10))
+    gamma = torch.cat([m.weight.detach() for m in bns])
+    assert len(gamma) > 500 and 0 <= gamma.min() and gamma.max() < 1
+    assert abs(gamma.mean().item() - 0.5) < 0.03 and abs(gamma.var().item() - 1 / 12) < 0.01  # U[0, 1)
+    assert all(m.weight.unique().numel() > 1 for m in bns)  # drawn per channel, not one value
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
+    # a study may ask for gamma = 1 (OpenLTH's "fixed")
+    ones = build_model({**spec, "bn_init": "ones"}, input_shape=CIFAR, num_classes=10)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+               for m in batch_norms(ones))
+    with pytest.raises(ValueError, match="bn_init"):
+        build_model({**spec, "bn_init": "zeros"}, input_shape=CIFAR, num_classes=10)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("shape, classes", [(CIFAR, 100), (MNIST, 10), (DIGITS, 10)])
+def test_torch_free_weight_counts_are_the_built_models(name, shape, classes):
+    """config resolves a downscaled cell's width from prunegen.shapes without torch."""
+    from prunegen import shapes
+
+    spec = {"name": name}
+    for width in (1, 3, base_width(spec)):
+        with torch.device("meta"):
+            model = build_model(spec, input_shape=shape, num_classes=classes, width=width)
+        built = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+        assert shapes.weight_counts(spec, shape, classes, width) == built
+
+
+def test_dataset_shapes_are_the_loaded_datasets():
+    from prunegen import data, shapes
+
+    assert set(shapes.DATASET_SHAPES) == set(data.DATASET_NAMES)
+    for name, (classes, shape, *_rest) in data._SPECS.items():
+        assert shapes.DATASET_SHAPES[name] == (shape, classes)
+    digits = data.load_dataset("digits", "unused")
+    assert shapes.DATASET_SHAPES["digits"] == (digits.input_shape, digits.num_classes)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -31,7 +31,8 @@ def test_each_state_from_records_and_slurm(smoke_study, tmp_path):
     s = smoke_study
     run_chain(s, "imp", 1, 0.0)  # dense L0 and imp L1 complete (real records)
     bm = "digits-mlp"
-    # downscaled_extended L2 trains 3 cycles: its checkpoint is in the second, after epoch 1
+    # downscaled_extended L2's job trains 2 cycles on top of downscaled L2's one (shared
+    # prefix): its checkpoint is in the second, after epoch 1
     running, pending, failed = (s.cell(bm, "downscaled_extended", 2, 0.0, 0), s.cell(bm, "extended", 1, 0.0, 0),
                                 s.cell(bm, "random", 1, 0.0, 0))
     _fake_checkpoint(running, 1, 1)
@@ -55,14 +56,14 @@ def test_each_state_from_records_and_slurm(smoke_study, tmp_path):
     assert views[s.cell(bm, "dense", 0, 0.0, 0).relpath].state == "completed"
     r = views[running.relpath]
     epochs = s.benchmarks[bm].train.epochs
-    assert (r.state, r.epochs_done, r.epochs, r.job) == ("running", epochs + 1, 3 * epochs, "7_0")
+    assert (r.state, r.epochs_done, r.epochs, r.job) == ("running", epochs + 1, 2 * epochs, "7_0")
     assert (views[pending.relpath].state, views[pending.relpath].detail) == ("pending", "Resources")
     f = views[failed.relpath]
     assert f.state == "failed" and "FAILED" in f.detail and "/l/8.err" in f.detail
     assert views[s.cell(bm, "downscaled", 1, 0.0, 0).relpath].state == "queued"
 
     text = watch.render(list(views.values()), watch.seconds_per_epoch(list(views.values())), "12:00:00", True)
-    assert f"running  {running.label}: epoch {epochs + 1}/{3 * epochs} (SLURM job 7_0)" in text
+    assert f"running  {running.label}: epoch {epochs + 1}/{2 * epochs} (SLURM job 7_0)" in text
     assert f"pending  {pending.label}: Resources (SLURM job 7_1)" in text
     assert f"failed   {failed.label}: FAILED (exit code 1:0); log /l/8.err (SLURM job 8)" in text
     assert "ETA " in text and "ETA unknown" not in text  # measured on the two completed cells
