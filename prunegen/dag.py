@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from . import records
+from .arm_specs import cycles_in_cell
 from .config import Cell, Study, StudyError, format_noise, load_study
 from .records import COMPLETE_MARKER, RECORD_FILES
 from .selection import cells as selected_cells
@@ -72,7 +73,7 @@ def resources(study: Study, w) -> dict:
     downscaled_extended cell at level k asks for k+1 times it."""
     r = dict(vars(study.benchmarks[w.benchmark].resources))
     c = cell(study, w)
-    r["runtime_min"] *= c.level + 1 if c.base == "downscaled_extended" else 1
+    r["runtime_min"] *= cycles_in_cell(c.base, c.level)
     return r
 
 

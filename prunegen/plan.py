@@ -39,7 +39,9 @@ COLUMNS = ["benchmark", "arm", "cells", "jobs", "cycles", "epochs", "epoch_s", "
 
 def cycles_of(cell: Cell) -> int:
     """Cycles one job of this cell trains (as prunegen.arms.start and dag.resources)."""
-    return cell.level + 1 if cell.arm == "downscaled_extended" else 1
+    from .arm_specs import cycles_in_cell
+
+    return cycles_in_cell(cell.base, cell.level)
 
 
 def calibration_path(study: Study) -> Path:
