@@ -288,6 +288,7 @@ def test_the_tie_verdict_is_the_paired_per_seed_difference_of_the_summary(method
             "test_error"]
         iv = stats.Interval.of((te("tie_removed") - te("tie_random")).dropna())
         assert r.mean == pytest.approx(iv.mean) and r.verdict == stats.outcome(iv, +1)[0]
+        assert r.expected == "> 0"  # removing the top-improved examples is expected to hurt more
         assert r.tie_removed_mean == pytest.approx(te("tie_removed").mean())
 
 
