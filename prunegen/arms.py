@@ -14,7 +14,9 @@ dense cell's weights after epoch `rewind_epoch`, at that epoch of the LR schedul
 of the cycle is trained); under `finetune` they train at the constant `finetune_lr`.
 
 An arm a study defines on base `imp` (prunegen.arm_specs) is made like imp, with its own
-pruning method (prunegen.pruning.registry) in place of global magnitude pruning.
+pruning method (prunegen.pruning.registry) in place of global magnitude pruning; the
+control bases (oneshot, oneshot_extended, reinit, tie_removed, tie_random) are built in
+prunegen.controls.
 """
 
 from __future__ import annotations
@@ -104,6 +106,10 @@ def downscaled_width(cell: Cell, input_shape, num_classes: int) -> tuple[int, fl
 def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
     """Build the model and mask this cell trains, reading its parents' records
     (`splits`: the training data a data-driven pruning method scores weights on)."""
+    if cell.base in ("oneshot", "oneshot_extended", "reinit", "tie_removed", "tie_random"):
+        from . import controls  # the control arms a study defines: prunegen/controls.py
+
+        return controls.start(cell, input_shape, num_classes, splits)
     bm, k = cell.benchmark, cell.level
     full_width = base_width(bm.model)
     variant = bm.prune.variant
@@ -111,7 +117,7 @@ def start(cell: Cell, input_shape, num_classes: int, splits=None) -> Start:
     if cell.base in ("downscaled", "downscaled_extended"):
         width, ratio = downscaled_width(cell, input_shape, num_classes)
         model = init_model(cell, input_shape, num_classes, width)
-        total = prefixes.cycles_total(cell)
+        total = prefixes.cycles_unshared(cell)
         parent = prefixes.prefix(cell)
         if parent is not None:  # its first cycles are exactly the parent's: continue from them
             state, _ = load_final(cell, parent)

@@ -110,6 +110,12 @@ def _run(cell: Cell, device: str | None) -> Path:
     dataset = load_dataset(bm.dataset, cell.study.data_root)
     splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
                          seed=cell.seed, augment=bm.data.augment, device=dev)
+    removed = None
+    if cell.base in ("tie_removed", "tie_random"):  # trains without the examples prunegen.tie picks
+        from . import tie
+
+        splits, chosen, removed = tie.remove(
+            cell, splits, lambda p: arms._read(cell, p, "examples.parquet", records.read_parquet_verified))
     start = arms.start(cell, dataset.input_shape, dataset.num_classes, splits)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +150,10 @@ def _run(cell: Cell, device: str | None) -> Path:
     records.write_parquet(ex, records.EXAMPLES, out / "examples.parquet")
     records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
     files = records.RECORD_FILES + (("rewind.pt",) if (out / "rewind.pt").exists() and cell.arm == "dense" else ())
+    if removed is not None:  # the TIE cell names the examples it left out
+        loss, pred = evaluate(model, removed, splits, bm.train.eval_batch_size, channels_last)
+        records.write_parquet(tie.removed_rows(chosen, removed, loss, pred), tie.REMOVED, out / tie.REMOVED_FILE)
+        files += (tie.REMOVED_FILE,)
     records.write_cell_json({
         "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
         "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,

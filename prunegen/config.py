@@ -281,6 +281,10 @@ class Cell:
         """Cells whose records this cell reads."""
         if self.arm == "dense":
             return []
+        spec = self.study.arm_specs.get(self.arm)
+        if spec is not None and spec.base != "imp":  # oneshot, reinit, TIE: prunegen.arm_specs.parents
+            from .arm_specs import parents
+            return [self.sibling(a, k) for a, k in parents(spec, self.level)]
         if self.base in CHAIN_ARMS:
             prev = self.sibling(self.arm, self.level - 1)
             deps = [prev]

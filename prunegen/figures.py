@@ -59,10 +59,24 @@ def _plt():
     return plt, sns
 
 
-def _palette() -> dict[str, tuple]:
+def _palette(study: Study | None = None) -> dict[str, tuple]:
+    """A colour per arm: the built-in arms' as always, then the arms `study` defines."""
     import seaborn as sns
 
-    return dict(zip(ARMS, ["0.15", *sns.color_palette("colorblind", len(ARMS) - 1)]))
+    out = dict(zip(ARMS, ["0.15", *sns.color_palette("colorblind", len(ARMS) - 1)]))
+    defined = [a for a in (study.arms if study is not None else ()) if a not in out]
+    if defined:
+        extra = list(sns.color_palette("tab20", 20)[1::2]) + list(sns.color_palette("dark", 10))
+        out.update(zip(defined, extra * (len(defined) // len(extra) + 1)))
+    return out
+
+
+def study_arms(study: Study, pruned_only: bool = True) -> tuple[str, ...]:
+    """The arms to draw: the built-in ones, then those the study defines (the TIE arms,
+    dense models retrained at every level, left out of curves against sparsity)."""
+    from .arm_specs import TIE_BASES
+
+    return (*ARMS, *(a for a, spec in study.arm_specs.items() if not (pruned_only and spec.base in TIE_BASES)))
 
 
 def _grid(rows: list, cols: list, title: str, w: float = 3.8, h: float = 3.0, **kw):
@@ -148,11 +162,12 @@ def _seed_points(ax, positions: dict, seeds: pd.DataFrame | None, key: str, metr
     ax.scatter(at[ok], seeds.loc[ok, metric], s=9, color=color, alpha=0.35, lw=0, zorder=2)
 
 
-def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...], seeds: pd.DataFrame | None = None) -> None:
+def _curves(ax, df: pd.DataFrame, metric: str, arms: tuple[str, ...], seeds: pd.DataFrame | None = None,
+            palette: dict | None = None) -> None:
     """`metric` vs level for each arm, every curve starting at the shared dense level 0
     (drawn once; dashed line: dense), arms dodged sideways so their error bars stay apart;
     `seeds` (summary rows of the same panel) adds each seed's value."""
-    palette, dense = _palette(), df[df["arm"] == "dense"]
+    palette, dense = palette or _palette(), df[df["arm"] == "dense"]
     of_arm = (lambda arm: seeds[seeds["arm"] == arm]) if seeds is not None else (lambda arm: None)
     if len(dense) and not dense[f"{metric}_mean"].isna().all():
         ax.axhline(dense[f"{metric}_mean"].iloc[0], color=palette["dense"], ls="--", lw=0.9)
@@ -180,7 +195,8 @@ def _faceted(study: Study, table: pd.DataFrame, metric: str, ylabel: str, title:
     fig, axes, panels = _facets(benchmarks, noises, f"{title}\n({CI_NOTE})")
     for b, f, ax in panels:
         panel = (lambda df: df[(df["benchmark"] == b) & (df["noise"] == f)])  # noqa: E731
-        _curves(ax, panel(table), metric, ARMS, panel(seeds) if seeds is not None else None)
+        _curves(ax, panel(table), metric, study_arms(study), panel(seeds) if seeds is not None else None,
+                _palette(study))
         _sparsity_ticks(ax, _fraction(study, b), study.levels)
         ax.set(title=f"{b}, noise {f:g}", xlabel="sparsity (%)", ylabel=ylabel)
     _legend(fig, axes)
@@ -263,8 +279,8 @@ def plot_optimal_sparsity(study: Study, t: dict[str, pd.DataFrame]):
                              ["benchmark", "arm", "noise"], ["nominal_sparsity", "test_error", "dense_test_error"])
     benchmarks, noises = sorted(stats["benchmark"].unique()), sorted(stats["noise"].unique())
     fig, axes = _grid(benchmarks, ["sparsity", "test error"], f"{title}\n({CI_NOTE})")
-    palette, pos = _palette(), {f: k for k, f in enumerate(noises)}
-    arms = [a for a in ARMS if (stats["arm"] == a).any()]
+    palette, pos = _palette(study), {f: k for k, f in enumerate(noises)}
+    arms = [a for a in study_arms(study) if (stats["arm"] == a).any()]
     for i, b in enumerate(benchmarks):
         sb = stats[stats["benchmark"] == b]
         for k, arm in enumerate(arms):
@@ -302,7 +318,7 @@ def plot_completeness(study: Study, t: dict[str, pd.DataFrame] | None = None):
     fig, axes, panels = _facets(benchmarks, noises, f"Completeness of the grid: {n_done} of {len(grid)} cells "
                                 f"complete, {n_stale} stale\n(fraction of the {len(study.seeds)} seeds complete)",
                                 w=0.32 * study.levels + 3.2, h=0.3 * len(study.arms) + 1.4)
-    arms = [a for a in ARMS if a in study.arms or a == "dense"]
+    arms = [a for a in study_arms(study, pruned_only=False) if a in study.arms or a == "dense"]
     for b, f, ax in panels:
         d = frac[(frac["benchmark"] == b) & (frac["noise"] == f)]
         m = d.pivot(index="arm", columns="level", values="done").reindex(index=arms, columns=range(study.levels + 1))
@@ -347,7 +363,10 @@ def draw_from(study: Study, tables: dict[str, pd.DataFrame], out_dir: Path, name
     """Draw the figures `names` from tables already read (summary, headline, memorization, optimal)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+    from . import figures_methods  # the methods page's figures (Figure 8's shape, TIE)
+
     for name in names:
         _record(kind="figure", name=name)
-        paths += _save(globals()[f"plot_{name}"](study, tables), out_dir, name, formats, dpi)
+        plot = globals().get(f"plot_{name}") or getattr(figures_methods, f"plot_{name}")
+        paths += _save(plot(study, tables), out_dir, name, formats, dpi)
     return paths

@@ -120,7 +120,7 @@ def jobs(study: Study, select: str | None = None) -> pd.DataFrame:
         cycles = cycles_of(c)
         epochs = cycles * c.benchmark.train.epochs
         rows.append({**c.key, "label": c.label, "state": states[c.relpath], "runs": will_run(c),
-                     "cycles_unshared": prefixes.cycles_total(c), "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
+                     "cycles_unshared": prefixes.cycles_unshared(c), "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
                      "hours": epochs * epoch_s / 3600,
                      "requested_min": c.benchmark.resources.runtime_min * cycles})
     return pd.DataFrame(rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 
+from .arm_specs import cycles_in_cell
 from .config import Cell, Study
 
 
@@ -52,18 +53,19 @@ def prefix(cell: Cell) -> Cell | None:
     return None
 
 
-def cycles_total(cell: Cell) -> int:
-    """Cycles behind the cell's final model: k+1 for `downscaled_extended` at level k, else 1
-    (a chain arm's level k trains one cycle on top of level k-1's)."""
-    return cell.level + 1 if cell.base == "downscaled_extended" else 1
+def cycles_unshared(cell: Cell) -> int:
+    """Cycles the cell's job trains without sharing (prunegen.arm_specs.cycles_in_cell): k+1
+    for `downscaled_extended` at level k, which for the downscaled arms are all the cycles
+    behind the model."""
+    return cycles_in_cell(cell.base, cell.level)
 
 
 def cycles_done_before(cell: Cell) -> int:
-    """Cycles its prefix has trained already (0 without one)."""
+    """Cycles its prefix has behind it already (0 without one)."""
     p = prefix(cell)
-    return 0 if p is None else cycles_total(p)
+    return 0 if p is None else cycles_unshared(p)
 
 
 def cycles_to_train(cell: Cell) -> int:
     """Cycles the cell's own job trains."""
-    return cycles_total(cell) - cycles_done_before(cell)
+    return cycles_unshared(cell) - cycles_done_before(cell)

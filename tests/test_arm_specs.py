@@ -77,3 +77,51 @@ def test_loading_a_study_with_defined_arms_imports_no_torch():
             "s = from_dict(raw); s.cell('digits-mlp', 'a', 1, 0.0, 0).hash; assert 'torch' not in sys.modules")
     from pathlib import Path
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
+
+
+# ---------------------------------------------------------------- control and TIE bases
+
+CONTROLS = [{"name": "oneshot", "base": "oneshot"}, {"name": "os_ext", "base": "oneshot_extended", "method": "snip"},
+            {"name": "reinit", "base": "reinit"}, {"name": "tie_removed", "base": "tie_removed", "top": 0.05},
+            {"name": "tie_random", "base": "tie_random", "top": 0.05}]
+
+
+def test_control_bases_read_the_cells_their_table_says_and_fill_in_defaults():
+    s = study(["dense", "imp", SNIP, *CONTROLS, {"name": "reinit_snip", "base": "reinit", "mask_from": "imp_snip"}])
+    c = lambda arm, k: s.cell("digits-mlp", arm, k, 0.2, 0)  # noqa: E731
+    rel = lambda cell: [p.relpath for p in cell.parents()]  # noqa: E731
+    assert c("oneshot", 3).method == {"name": "magnitude"} and rel(c("oneshot", 3)) == [c("dense", 0).relpath]
+    assert c("os_ext", 2).method == {"name": "snip", "batches": 1}
+    assert rel(c("reinit", 2)) == [c("imp", 2).relpath] and rel(c("reinit_snip", 2)) == [c("imp_snip", 2).relpath]
+    assert rel(c("tie_removed", 2)) == [c("dense", 0).relpath, c("imp", 2).relpath]
+    assert rel(c("tie_random", 2)) == []
+    assert s.arm_specs["tie_removed"].options == {"top": 0.05, "source": "imp"}
+    assert s.arm_specs["reinit"].method is None
+    assert "oneshot" not in s.chain_arms and "tie_removed" not in s.chain_arms
+    hashes = {a: c(a, 1).hash for a in ("imp", "oneshot", "os_ext", "reinit", "reinit_snip", "tie_removed",
+                                        "tie_random")}
+    assert len(set(hashes.values())) == len(hashes)
+    other_top = study(["imp", {"name": "tie_removed", "base": "tie_removed", "top": 0.2}])
+    assert other_top.cell("digits-mlp", "tie_removed", 1, 0.2, 0).hash != hashes["tie_removed"]
+
+
+def test_control_bases_leave_the_builtin_cells_hashes_as_pinned():
+    s = study(["dense", "imp", "downscaled_extended", *CONTROLS])
+    for (arm, level, noise, seed), pinned in PINNED.items():
+        assert s.cell("digits-mlp", arm, level, noise, seed).hash == pinned
+
+
+@pytest.mark.parametrize("arms, message", [
+    (["imp", {"name": "x", "base": "reinit", "method": "snip"}], r"arms\[1\] \(x\): base 'reinit' prunes nothing"),
+    (["imp", {"name": "x", "base": "tie_removed", "top": 1.5}], r"\(x\)\.top must be a fraction in \(0, 1\)"),
+    (["imp", {"name": "x", "base": "tie_random", "source": "imp"}], r"base 'tie_random' has no option 'source'"),
+    (["dense", {"name": "x", "base": "reinit"}], r"\(x\)\.mask_from: 'imp' is not an imp-like arm of this study"),
+    (["imp", {"name": "x", "base": "tie_removed", "source": "oneshot"}, {"name": "oneshot", "base": "oneshot"}],
+     r"\(x\)\.source: 'oneshot' is not an imp-like arm"),
+    (["imp", {"name": "x", "base": "imp"}], r"\(x\): base 'imp' needs a pruning method"),
+    (["imp", {"name": "x", "base": "oneshot", "method": "lottery"}], r"\(x\)\.method: unknown pruning method 'lottery'"),
+])
+def test_a_bad_control_arm_is_refused_with_one_message_naming_it(arms, message):
+    with pytest.raises(StudyError, match=message) as e:
+        study(arms)
+    assert "\n" not in str(e.value)

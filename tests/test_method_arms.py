@@ -98,3 +98,207 @@ def test_a_study_naming_an_unknown_method_fails_the_dry_run_naming_it(tmp_path):
     assert out.returncode != 0
     assert "unknown pruning method 'lottery'" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- controls and TIE (issue 19, items 2-3)
+
+CONTROLS = ["oneshot", "oneshot_extended", "oneshot_snip", "reinit", "tie_removed", "tie_random"]
+
+
+def load(c, name):
+    return torch.load(c.dir / name, weights_only=True)
+
+
+def train_examples(c):
+    ex = pq.read_table(c.dir / "examples.parquet").to_pandas()
+    return ex[ex["split"] == "train"]
+
+
+@pytest.mark.parametrize("arm", CONTROLS)
+def test_every_control_arm_writes_the_documented_records(run, arm):
+    from prunegen import tie
+
+    _, study = run
+    for level in (1, 2):
+        c = cell(study, arm, level)
+        assert records.is_complete(c.dir, c.hash)
+        for name, schema in (("history", records.HISTORY), ("examples", records.EXAMPLES),
+                             ("summary", records.SUMMARY)):
+            assert pq.read_schema(c.dir / f"{name}.parquet").names == schema.names
+        meta = records.read_cell_json(c.dir)
+        if c.base.startswith("tie"):  # the removed examples are a checksummed record of the cell
+            assert pq.read_schema(c.dir / tie.REMOVED_FILE).names == tie.REMOVED.names
+            assert tie.REMOVED_FILE in meta["files"]
+        else:
+            assert tie.REMOVED_FILE not in meta["files"] and not (c.dir / tie.REMOVED_FILE).exists()
+
+
+def test_oneshot_prunes_the_trained_dense_model_to_d_k_in_one_step(run):
+    _, study = run
+    dense = cell(study, "dense", 0)
+    dense_state = load(dense, "model.pt")
+    for level in (1, 2):
+        for arm, cycles in (("oneshot", [1]), ("oneshot_extended", list(range(1, level + 1)))):
+            c = cell(study, arm, level)
+            mask = load(c, "mask.pt")
+            total = sum(m.numel() for m in mask.values())
+            keep = arms.keep_count(total, 0.2, level)
+            # global magnitude over dense level 0's trained weights, recomputed here
+            scores = torch.cat([dense_state[n].abs().flatten() for n in mask])
+            threshold = scores.sort(descending=True).values[keep - 1]
+            assert sum(int(m.sum()) for m in mask.values()) == keep
+            assert all(bool((dense_state[n].abs()[m] >= threshold).all()) for n, m in mask.items())
+            summary = pq.read_table(c.dir / "summary.parquet").to_pylist()[0]
+            assert summary["prunable_nonzero"] == keep
+            assert summary["cycles"] == 1 + len(cycles)  # the dense cycle and its own
+            history = pq.read_table(c.dir / "history.parquet").to_pandas()
+            assert sorted(history["cycle"].unique()) == cycles
+    # at level 1 one-shot and imp are the same prune of the same weights, then the same cycle
+    for f in ("model.pt", "mask.pt"):
+        a, b = load(cell(study, "imp", 1), f), load(cell(study, "oneshot", 1), f)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # at level 2 one step is not two: the masks differ
+    a, b = load(cell(study, "imp", 2), "mask.pt"), load(cell(study, "oneshot", 2), "mask.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    # a method other than magnitude: its own mask
+    a, b = load(cell(study, "oneshot", 2), "mask.pt"), load(cell(study, "oneshot_snip", 2), "mask.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reinit_trains_imps_level_k_mask_from_a_fresh_initialization(run):
+    from prunegen import controls
+    from prunegen.data import load_dataset
+
+    _, study = run
+    ds = load_dataset("digits", study.data_root)
+    for level in (1, 2):
+        c = cell(study, "reinit", level)
+        mask, imp_mask = load(c, "mask.pt"), load(cell(study, "imp", level), "mask.pt")
+        assert mask.keys() == imp_mask.keys() and all(torch.equal(mask[n], imp_mask[n]) for n in mask)
+        state = load(c, "model.pt")
+        assert all(not bool(state[n][~m].any()) for n, m in mask.items())  # zero off the mask
+        summary = pq.read_table(c.dir / "summary.parquet").to_pylist()[0]
+        assert summary["cycles"] == 1
+    fresh = controls.reinit_model(c, ds.input_shape, ds.num_classes).state_dict()
+    original = arms.init_model(c, ds.input_shape, ds.num_classes).state_dict()
+    assert all(not torch.equal(fresh[k], original[k]) for k in fresh if k.endswith("weight"))
+
+
+def test_tie_removed_leaves_out_exactly_the_top_of_the_improvement_ranking(run):
+    from prunegen import tie
+
+    _, study = run
+    dense = train_examples(cell(study, "dense", 0))
+    n = len(dense)
+    top = study.arm_specs["tie_removed"].options["top"]
+    expected_n = round(top * n)
+    for level in (1, 2):
+        c = cell(study, "tie_removed", level)
+        removed = pq.read_table(c.dir / tie.REMOVED_FILE).to_pandas()
+        assert len(removed) == expected_n == n - len(train_examples(c))
+        # recomputed from the examples tables: loss of dense level 0 minus imp level k's, per example
+        imp = train_examples(cell(study, "imp", level))
+        both = dense.merge(imp, on="index", suffixes=("_dense", "_imp"))
+        both["improvement"] = both["loss_dense"].astype(float) - both["loss_imp"].astype(float)
+        ranked = both.sort_values(["improvement", "index"], ascending=[False, True])
+        assert list(removed["index"]) == list(ranked["index"].iloc[:expected_n])
+        assert removed["improvement"].to_numpy() == pytest.approx(ranked["improvement"].iloc[:expected_n].to_numpy())
+        assert list(removed["rank"]) == list(range(expected_n))
+        # it trained on every other training example, and on none of these
+        assert set(train_examples(c)["index"]) == set(dense["index"]) - set(removed["index"])
+        summary = pq.read_table(c.dir / "summary.parquet").to_pylist()[0]
+        assert summary["train_examples"] == n - expected_n and summary["cycles"] == 1
+
+
+def test_tie_random_leaves_out_a_seeded_random_set_of_the_same_size(run):
+    from prunegen import tie
+    from prunegen.seeds import generator
+
+    _, study = run
+    dense = train_examples(cell(study, "dense", 0))
+    index = dense["index"].to_numpy()  # the training split's order (sorted dataset indices)
+    sets = {}
+    for level in (1, 2):
+        c = cell(study, "tie_random", level)
+        removed = pq.read_table(c.dir / tie.REMOVED_FILE).to_pandas()
+        same_size = len(pq.read_table(cell(study, "tie_removed", level).dir / tie.REMOVED_FILE))
+        assert len(removed) == same_size == round(0.1 * len(index))
+        drawn = torch.randperm(len(index), generator=generator(0, "tie-random", level))[:same_size].numpy()
+        assert list(removed["index"]) == list(index[drawn])
+        assert set(train_examples(c)["index"]) == set(index) - set(removed["index"])
+        sets[level] = set(removed["index"])
+    assert sets[1] != sets[2]  # a draw of its own per level
+    assert sets[1] != set(pq.read_table(cell(study, "tie_removed", 1).dir / tie.REMOVED_FILE)["index"].to_pylist())
+
+
+# ---------------------------------------------------------------- the methods page (item 4)
+
+def numbers_not_in_tables(text: str, tables_dir) -> list[str]:
+    """The numbers a page prints that no table beside it holds, formatted as it formats them."""
+    import pandas as pd
+
+    from prunegen.verdicts import page
+
+    known = set()
+    for path in tables_dir.glob("*.parquet"):
+        values = pd.read_parquet(path).select_dtypes("number").to_numpy(float).ravel()
+        known |= {page.pct(v) for v in values} | {page.num(v) for v in values}
+    return [n for n in page.numbers(text) if n not in known]
+
+
+@pytest.fixture(scope="module")
+def methods_page(run, tmp_path_factory):
+    from prunegen.verdicts import page
+
+    _, study = run
+    out = tmp_path_factory.mktemp("page")
+    paths = page.build(study, out / "methods.md", "workflow/studies/methods-smoke.yaml")
+    return study, paths
+
+
+def test_the_methods_page_prints_only_numbers_of_its_tables_and_every_arm(methods_page):
+    import pandas as pd
+
+    from prunegen.verdicts import methods
+
+    study, paths = methods_page
+    text = paths[0].read_text()
+    tables = paths[0].parent / "results" / study.name / "tables"
+    assert [p.name for p in paths[1:]] == [f"{n}.png" for n in methods.FIGURES]
+    assert len(numbers_not_in_tables("", tables)) == 0 and numbers_not_in_tables(text, tables) == []
+    m = pd.read_parquet(tables / "methods.parquet")
+    assert set(m["arm"]) == {"dense", "imp", *DEFINED, "oneshot", "oneshot_extended", "oneshot_snip", "reinit"}
+    assert m.loc[m["arm"] == "oneshot_extended", "total_epochs"].tolist() == [6, 9]  # against training time
+    for arm in study.arms:
+        assert f"| `{arm}` |" in text
+    assert "| `digits-mlp` | TIE. " in text
+
+
+def test_the_tie_verdict_is_the_paired_per_seed_difference_of_the_summary(methods_page):
+    import pandas as pd
+
+    from prunegen.verdicts import stats
+
+    study, paths = methods_page
+    tables = paths[0].parent / "results" / study.name / "tables"
+    tie, summary = pd.read_parquet(tables / "tie.parquet"), pd.read_parquet(tables / "summary.parquet")
+    assert list(tie["level"]) == [1, 2] and (tie["removed"] == round(0.1 * tie["train_examples"])).all()
+    for r in tie.itertuples():
+        te = lambda arm: summary[(summary["arm"] == arm) & (summary["level"] == r.level)].set_index("seed")[  # noqa: E731
+            "test_error"]
+        iv = stats.Interval.of((te("tie_removed") - te("tie_random")).dropna())
+        assert r.mean == pytest.approx(iv.mean) and r.verdict == stats.outcome(iv, +1)[0]
+        assert r.expected == "> 0"  # removing the top-improved examples is expected to hurt more
+        assert r.tie_removed_mean == pytest.approx(te("tie_removed").mean())
+
+
+def test_the_methods_page_regenerates_byte_for_byte_from_its_own_tables(methods_page, tmp_path):
+    import shutil
+
+    from prunegen.verdicts import page
+
+    study, paths = methods_page
+    before = {p.name: p.read_bytes() for p in paths}
+    shutil.copytree(paths[0].parent / "results", tmp_path / "results")
+    again = page.build(study, tmp_path / "methods.md", "workflow/studies/methods-smoke.yaml", refresh=False)
+    assert {p.name: p.read_bytes() for p in again} == before

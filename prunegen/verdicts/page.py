@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .. import records
-from ..config import CHAIN_ARMS, Study
+from ..config import Study
 from . import paper, rules
 from .paper import CLAIMS
 from .stats import INCONCLUSIVE, MAX_SEEDS, t_quantile
@@ -40,11 +40,13 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     """Cells, epochs trained (each once: a chain cell trains one cycle), seconds inside
     the cells, and, where Snakemake's benchmark files are there, seconds per job and
     the wall-clock span from the first job's start to the last cell's end."""
+    from ..plan import cycles_of
+
     epochs_per_cycle = summary["benchmark"].map({b: bm.train.epochs for b, bm in study.benchmarks.items()})
-    cycles = summary["cycles"].where(~summary["arm"].isin(CHAIN_ARMS) & (summary["arm"] != "dense"), 1)
-    job_seconds, starts, ends = 0.0, [], []
+    job_seconds, starts, ends, cycles = 0.0, [], [], []
     for row in summary.itertuples():
         cell = study.cell(row.benchmark, row.arm, int(row.level), float(row.noise), int(row.seed))
+        cycles.append(cycles_of(cell))  # the cycles this cell trained itself
         tsv, marker = study.root / "benchmarks" / "cells" / f"{cell.relpath}.tsv", cell.dir / records.COMPLETE_MARKER
         if tsv.is_file() and marker.is_file():
             seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
@@ -52,7 +54,8 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
             ends.append(marker.stat().st_mtime)
             starts.append(ends[-1] - seconds)
     return pd.DataFrame([{
-        "study": study.name, "cells": len(summary), "epochs": int((cycles * epochs_per_cycle).sum()),
+        "study": study.name, "cells": len(summary),
+        "epochs": int((np.array(cycles, dtype=np.int64) * epochs_per_cycle.to_numpy()).sum()),
         "cell_seconds": float(summary["wall_seconds"].sum()),
         "job_seconds": job_seconds if ends else float("nan"),
         "wall_seconds": max(ends) - min(starts) if ends else float("nan"),
@@ -420,4 +423,8 @@ def build(study: Study, page: str | Path, source: str, tables_from: Path | None 
     figures_dir = page.parent / "results" / study.name / "figures"
     if refresh:
         collect(study, tables_dir, tables_from)
+    if study.arm_specs:  # a study that defines arms gets the methods page (prunegen/verdicts/methods.py)
+        from . import methods
+
+        return methods.render(study, page, tables_dir, figures_dir, source)
     return render(study, page, tables_dir, figures_dir, source)
