@@ -69,14 +69,22 @@ class FakeClock:
         return self.t
 
 
-def sacct_says(rows: list[str]):
-    """A runner answering sacct with ``rows`` (SLURM's -P output), recording the calls."""
+def sacct_says(rows: list[str], live: dict[str, str] | None = None):
+    """A runner answering sacct with ``rows`` (SLURM's -P output: JobID|State|ExitCode|Reason)
+    and squeue with the same jobs, each pending one with its ``live`` reason (default: the
+    one sacct gives), recording the calls."""
     calls = []
 
     def run(args):
         calls.append(args[0])
         if args[0] == "sacct":
             return subprocess.CompletedProcess(args, 0, "".join(r + "\n" for r in rows), "")
+        if args[0] == "squeue":
+            out = ""
+            for r in rows:
+                jid, state, _, reason = r.split("|")
+                out += f"{jid}|{state}|{(live or {}).get(jid, reason)}\n"
+            return subprocess.CompletedProcess(args, 0, out, "")
         return subprocess.CompletedProcess(args, 0, "", "")
     return run, calls
 
@@ -124,6 +132,36 @@ def test_unschedulable_pending_fails_after_confirmation_and_asks_for_cancel():
     assert w.poll(["51"])["51"].outcome == "active"  # Priority clears: it just waits
 
 
+def test_pending_reason_is_the_controllers_not_slurmdbds():
+    """sacct's Reason of a pending job is slurmdbd's copy (state_reason_prev_db, written with
+    the record): it can read None for the whole wait while squeue says PartitionConfig (the
+    hang of test 6c in CI), or keep a reason that has since cleared. The watcher judges the
+    controller's live reason: one squeue call per poll, only when some job is pending."""
+    clock = FakeClock()
+    rows = ["70|PENDING|0:0|None", "71|PENDING|0:0|QOSMaxWallDurationPerJobLimit", "72|RUNNING|0:0|None"]
+    live = {"70": "PartitionConfig", "71": "Priority"}
+    run, calls = sacct_says(rows, live)
+    w = slurm.StatusWatcher(runner=run, clock=clock, unschedulable_confirm_s=15)
+    first = w.poll(["70", "71", "72"])
+    assert calls == ["sacct", "squeue"], calls
+    assert first["70"].reason == "PartitionConfig" and first["70"].outcome == "active", first
+    clock.t += 16
+    st = w.poll(["70", "71", "72"])
+    assert st["70"].cancel and "PartitionConfig" in st["70"].reason, st["70"]  # sacct said None
+    assert st["71"].outcome == "active" and not st["71"].cancel, st["71"]  # stale: it waits for Priority
+    calls.clear()
+    w.poll(["72"])
+    assert calls == ["sacct"]  # nothing pending: no squeue call
+
+    # squeue fails: the pending reason is sacct's, the best there is
+    def failing(args):
+        if args[0] == "squeue":
+            return subprocess.CompletedProcess(args, 1, "", "squeue: error: Socket timed out")
+        return run(args)
+    w = slurm.StatusWatcher(runner=failing, clock=clock, unschedulable_confirm_s=15)
+    assert w.poll(["71"])["71"].reason == "QOSMaxWallDurationPerJobLimit"
+
+
 def test_sacct_failure_is_retried_then_squeue_then_sacct_again():
     clock = FakeClock()
     calls, sleeps, answers = [], [], []
@@ -158,6 +196,15 @@ def test_poll_schedule_numbers():
     got = [round(p.unchanged(), 2) for _ in range(6)]
     assert got == [15.0, 22.5, 33.75, 50.62, 60.0, 60.0]
     assert p.changed() == 10.0
+
+
+def test_signal_delay_is_at_most_half_the_time_limit(tmp_path):
+    """USR2 120 s before a 2-minute limit is USR2 at the start: the job would be stopped at
+    once (a small job of test 6c was, and failed for lack of progress). Half the limit at most."""
+    assert slurm.signal_delay_for(2, 120) == 60 and slurm.signal_delay_for(1, 120) == 30
+    assert slurm.signal_delay_for(60, 120) == 120 and slurm.signal_delay_for(None, 90) == 90
+    ex = slurm.make_executor(tmp_path, slurm.Request(runtime_min=2), signal_delay_s=120)
+    assert ex.parameters["signal_delay_s"] == 60
 
 
 def test_slurm_minutes():
@@ -361,19 +408,43 @@ rule small:
     wait_for(lambda: set(cluster.run(["sinfo", "-h", "-o", "%T"]).stdout.split()) == {"idle"}, 120,
              "the node to be idle", poll=1.0)
     bindir, calls_log = make_shim(tmp_path)
-    t0 = time.monotonic()
-    rc, out = run_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"),
-                      tmp_path / "smk.log", env=env_with(bindir), timeout=150)
-    assert rc != 0
+    t0, t0_wall = time.monotonic(), time.time()
+    log = tmp_path / "smk.log"
+    p = start_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"), log, env=env_with(bindir))
+    try:
+        p.wait(timeout=150)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        kill_guard(p)
+        p.wait()
+        p._logfile.close()  # type: ignore[attr-defined]
+    out = log.read_text()
+
+    def seen() -> str:
+        """What the executor saw and said, and what SLURM says now, for a failure message."""
+        lines = [l for l in out.splitlines() if re.search(
+            r"prunegen executor|Submitted \d+ job|SLURM job|cannot start|Error in rule|Finished job", l)]
+        shim = [f"{c['t'] - t0_wall:7.1f}s {c['name']} {c['args']} -> rc {c['rc']}: {c['out']}"
+                for c in read_shim(calls_log) if c["name"] != "scontrol" or "partition" not in c["args"]]
+        now = {cmd[0]: cluster.run(cmd, check=False).stdout.strip() for cmd in (
+            ["squeue", "-h", "-o", "%i|%T|%r|%k", "-u", "root"],
+            ["sacct", "-X", "-n", "-P", "-S", "now-10minutes", "-o", "JobID,State,Reason,Comment"])}
+        return ("\n--- the executor's lines:\n" + "\n".join(lines[-40:])
+                + "\n--- SLURM calls (first line of output):\n" + "\n".join(shim[-40:])
+                + f"\n--- squeue now:\n{now['squeue']}\n--- sacct now:\n{now['sacct']}")
+
+    assert p.returncode not in (0, -signal.SIGKILL), f"snakemake rc {p.returncode} (hung > 150 s?){seen()}"
     m = re.search(r"SLURM job (\d+) \(rule big\) cannot start: pending with reason PartitionConfig", out)
-    assert m, out[-4000:]
+    assert m, seen()
+    assert re.search(r"pending, reason PartitionConfig .*SLURM job\(s\) " + m.group(1), out), seen()
     job = m.group(1)
     calls = read_shim(calls_log)
     refused = [c for c in calls if c["name"] == "scancel"]
-    assert len(refused) == 1 and refused[0]["args"] == job, refused
+    assert len(refused) == 1 and refused[0]["args"] == job, (refused, seen())
     first_sb = next(c["t"] for c in calls if c["name"] == "sbatch")
-    assert refused[0]["t"] - first_sb < 60, refused[0]["t"] - first_sb  # within a minute
-    assert all((tmp_path / "small" / f"{i}.txt").exists() for i in range(2))
+    assert refused[0]["t"] - first_sb < 60, (refused[0]["t"] - first_sb, seen())  # within a minute
+    assert all((tmp_path / "small" / f"{i}.txt").exists() for i in range(2)), seen()
     assert not (tmp_path / "big.txt").exists()
     assert cluster.job_state(job) in ("CANCELLED", None)
     assert job not in " ".join(cluster.squeue_ids())
