@@ -303,6 +303,7 @@ class Executor(RemoteExecutor):
             for k, v in self._wildcards(j).items():
                 values.setdefault(k, []).append(v)
         parts = [f"{k}={'|'.join(dict.fromkeys(v))}" for k, v in values.items()]
+        rule = "+".join(sorted({j.name for j in batch}))  # jobs of several rules may share a request
         head = rule if len(batch) == 1 else f"{rule}[{len(batch)}]"
         return head + (":" + ",".join(parts) if parts else "")
 

@@ -28,10 +28,12 @@ except ImportError:  # run from another root
 
 from snakemake_executor_plugin_prunegen import ExecutorSettings
 
-# what each shipped workflow submits (rule jobs, or group jobs for the packed rules)
-EXPECTED_RULES = {
-    "simple": {"a": 1, "b": 1, "c": 1, "d": 2},
-    "groups": {"group-foo": 3, "c": 1},
+# what each shipped workflow submits: SLURM jobs (array tasks), and the rules their
+# --comment names (jobs ready together with one request share an array: a, d, d in one,
+# "a+d[3]:..." in "simple"; the group jobs are "group-foo")
+EXPECTED = {
+    "simple": (5, {"a", "b", "c", "d"}),
+    "groups": (4, {"group-foo", "c"}),
 }
 
 
@@ -52,10 +54,15 @@ class TestWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
     def run_workflow(self, test_name, tmp_path, deployment_method=frozenset()):
         super().run_workflow(test_name, tmp_path, deployment_method)
         workdir = Path(tmp_path) / test_name
-        got = wait_for(lambda: (j := sacct_jobs(workdir)) and len(j) >= sum(EXPECTED_RULES[test_name].values())
-                       and j, 60, f"sacct's records of the {test_name} workflow's jobs")
-        rules: dict[str, int] = {}
-        for job in got.values():
-            rules[job["rule"]] = rules.get(job["rule"], 0) + 1
-        assert rules == EXPECTED_RULES[test_name], got
+        n, rules = EXPECTED[test_name]
+
+        def this_run():  # the jobs of the newest run in this folder (one job name per run)
+            jobs = sacct_jobs(workdir)
+            if not jobs:
+                return {}
+            name = jobs[max(jobs, key=lambda j: tuple(int(x) for x in j.split("_")))]["name"]
+            return {k: v for k, v in jobs.items() if v["name"] == name}
+        got = wait_for(lambda: (j := this_run()) and len(j) >= n and j, 60,
+                       f"sacct's records of the {test_name} workflow's jobs")
+        assert len(got) == n and {r for j in got.values() for r in j["rule"].split("+")} == rules, got
         assert all(j["state"] == "COMPLETED" and j["name"].startswith("smk-") for j in got.values()), got
