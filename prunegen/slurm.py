@@ -180,12 +180,13 @@ def make_executor(folder: str | os.PathLike, request: Request, *, python: str | 
 
 def signal_delay_for(runtime_min: int | None, signal_delay_s: int) -> int:
     """How long before the time limit SLURM signals (USR2) a job of ``runtime_min`` minutes:
-    ``signal_delay_s``, but at most half the limit. A delay as long as the limit (120 s on a
-    2-minute job) has SLURM signal the job as soon as it starts: it would be stopped and
-    requeued before it did anything (or fail, having made no progress)."""
+    ``signal_delay_s``, but at most a quarter of the limit. A delay as long as the limit (120 s
+    on a 2-minute job) has SLURM signal the job as soon as it starts: it would be stopped and
+    requeued before it did anything. (SLURM checks time limits every 30 s and signals up to
+    that much early: on a 1-minute limit USR2 comes 15 to 45 s into the run.)"""
     delay = int(signal_delay_s)
     if runtime_min:
-        delay = min(delay, max(1, int(runtime_min) * 30))
+        delay = min(delay, max(1, int(runtime_min) * 15))
     return max(0, delay)
 
 
@@ -213,6 +214,8 @@ class ShellJob(submitit.helpers.Checkpointable):
         self.progress_dirs = [str(d) for d in progress_dirs]
         self.time_limit_min = time_limit_min
         self.attempts = 0  # runs of the command in this SLURM job, requeues included
+        self.idle_timeouts = 0  # consecutive runs that timed out without progress
+        self.max_idle_timeouts = 2
         self._proc: subprocess.Popen | None = None
         self._started = 0.0
         self._signature: tuple = ()
@@ -273,10 +276,20 @@ class ShellJob(submitit.helpers.Checkpointable):
         progressed = progress_signature(self.progress_dirs) != self._signature
         self.stop()
         if timed_out and self.progress_dirs and not progressed:
-            print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress in "
-                  f"{', '.join(self.progress_dirs)} during this run: not requeued (the time limit is "
-                  "shorter than one checkpoint interval)", flush=True)
-            return None
+            # SLURM signals up to a minute early (its time-limit checks run every 30 s), so one
+            # run without progress may just have been signalled before the cell's first epoch
+            # was done: only runs in a row without progress show the limit is too short.
+            self.idle_timeouts = getattr(self, "idle_timeouts", 0) + 1
+            if self.idle_timeouts >= getattr(self, "max_idle_timeouts", 2):
+                print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress in "
+                      f"{', '.join(self.progress_dirs)} during {self.idle_timeouts} runs in a row: not "
+                      "requeued (the time limit is shorter than one checkpoint interval)", flush=True)
+                return None
+            print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress during "
+                  "this run (signalled early?): requeued once more", flush=True)
+            return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+        if progressed:
+            self.idle_timeouts = 0
         print(f"[prunegen.slurm] {self.label or 'job'}: {'time-out' if timed_out else 'time-out or preemption'}: "
               "stopping the command and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

@@ -11,6 +11,7 @@ fail under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,13 +25,13 @@ import pytest
 try:
     from tests.slurm import cluster
     from tests.slurm.test_executor import (
-        assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
+        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
         smk_cmd, start_smk, submitit_folder, wait_for)
 except ImportError:  # run from another root
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cluster  # type: ignore[no-redef]
     from test_executor import (  # type: ignore[no-redef]
-        assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
+        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
         smk_cmd, start_smk, submitit_folder, wait_for)
 
 from prunegen import slurm
@@ -200,11 +201,12 @@ def test_poll_schedule_numbers():
 
 def test_signal_delay_is_at_most_half_the_time_limit(tmp_path):
     """USR2 120 s before a 2-minute limit is USR2 at the start: the job would be stopped at
-    once (a small job of test 6c was, and failed for lack of progress). Half the limit at most."""
-    assert slurm.signal_delay_for(2, 120) == 60 and slurm.signal_delay_for(1, 120) == 30
+    once (a small job of test 6c was, and failed for lack of progress). A quarter of the
+    limit at most (SLURM may signal up to 30 s early besides)."""
+    assert slurm.signal_delay_for(2, 120) == 30 and slurm.signal_delay_for(1, 120) == 15
     assert slurm.signal_delay_for(60, 120) == 120 and slurm.signal_delay_for(None, 90) == 90
     ex = slurm.make_executor(tmp_path, slurm.Request(runtime_min=2), signal_delay_s=120)
-    assert ex.parameters["signal_delay_s"] == 60
+    assert ex.parameters["signal_delay_s"] == 30
 
 
 def test_slurm_minutes():
@@ -509,9 +511,71 @@ def test_time_out_requeues_only_a_run_that_made_progress(tmp_path):
     job._started = time.monotonic() - 4801  # ran 80% of its 100-minute limit: submitit's "timed out"
     job._signature = slurm.progress_signature(job.progress_dirs)
     assert job.timed_out()
-    assert job.checkpoint() is None  # nothing written: no requeue
+    # nothing written: requeued once more (SLURM may have signalled before the first epoch)...
+    assert job.checkpoint() is not None and job.idle_timeouts == 1
+    assert job.checkpoint() is None  # ...but a second run in a row without progress is not
     (cell / "checkpoint.pt").write_bytes(b"epoch 3")
-    assert job.checkpoint() is not None  # an epoch checkpoint appeared: requeue
+    assert job.checkpoint() is not None and job.idle_timeouts == 0  # an epoch checkpoint appeared: requeue
+    assert job.checkpoint() is not None  # (the counter starts again)
     job._started = time.monotonic() - 5  # preempted early, nothing written: requeue anyway
     job._signature = slurm.progress_signature(job.progress_dirs)
     assert not job.timed_out() and job.checkpoint() is not None
+
+
+# 6b: one cell asking three times the `short` partition's MaxTime (1 minute): submitted at
+# 1 minute, it runs until SLURM's USR2 (15 to 45 s into each run), is checkpointed,
+# requeued and resumed, as often as it takes. Its training (~1.5-2 min on one core) needs at
+# least three runs.
+TIMED_EPOCHS = 4000
+TIMED_CELL = TWO_CELLS.replace("study: two", "study: timed").replace(
+    f"epochs: {EPOCHS},", f"epochs: {TIMED_EPOCHS},").replace("runtime_min: 5", "runtime_min: 3").replace(
+    "seeds: [0, 1]", "seeds: [0]")
+TIMED = "cells/benchmark=slow/arm=dense/noise=0.0/seed=0/level=0"
+
+
+@slurm_mark
+@pytest.mark.slow
+def test_time_limits_requeue_a_cell_until_done(acct, tmp_path):
+    """6b: a cell needing three partition time limits (runtime 3 min on a 1-minute MaxTime
+    partition) is submitted at the cap, announced with its expected requeues, and finishes
+    through time-out -> checkpoint -> requeue -> resume: one SLURM job, no Snakemake retry,
+    at least two requeues, records bit-identical to an uninterrupted local run (which runs
+    meanwhile, on the node's other core)."""
+    assert f"epochs: {TIMED_EPOCHS}," in TIMED_CELL and "runtime_min: 3" in TIMED_CELL
+    study = tmp_path / "timed.yaml"
+    study.write_text(TIMED_CELL)
+    ref_dir = tmp_path / "local"
+    ref_dir.mkdir()
+    ref_script = ref_dir / "reference.py"
+    ref_script.write_text(REFERENCE)
+    ref = subprocess.Popen([sys.executable, str(ref_script), str(study), str(ref_dir / "results")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bindir, calls_log = make_shim(tmp_path)
+    log = tmp_path / "smk.log"
+    p = start_smk(smk_cmd(tmp_path, "merge", "--prunegen-partition", "short", "--config", f"study={study}",
+                          f"results_root={tmp_path}/results"), log, env=env_with(bindir))
+    try:
+        rc, out = finish(p, log, timeout=540)
+    finally:
+        kill_guard(p)
+        ref_out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, ref_out[-3000:]
+    assert rc == 0, out[-5000:]
+    assert ("asks 3 min, more than partition short's MaxTime of 1 min: submitted at 1 min; "
+            "expected requeues after time-outs: 2") in out, out[-3000:]
+    assert "Trying to restart job" not in out, out[-3000:]
+    sbatch = [c for c in read_shim(calls_log) if c["name"] == "sbatch" and c["rc"] == 0]
+    assert len(sbatch) == 2, sbatch  # the cell once, then merge
+    runs = wait_for(lambda: (r := cell_runs(tmp_path)) and all(s[-1:] == ["COMPLETED"] for s in r.values()) and r,
+                    60, "sacct's records")
+    [(job, states)] = runs.items()
+    assert states.count("COMPLETED") == 1 and states.count("REQUEUED") >= 2, (job, states)
+    cell = tmp_path / "results" / "timed" / TIMED
+    info = json.loads((cell / "cell.json").read_text())
+    assert info["resumed_from"] is not None and 1 <= info["resumed_from"]["epoch"] < TIMED_EPOCHS, info
+    submitit_log = next(submitit_folder(tmp_path).glob(f"{job}_0_log.out")).read_text()
+    assert submitit_log.count("time-out: stopping the command and requeueing") + \
+        submitit_log.count("time-out or preemption: stopping the command and requeueing") >= 2, submitit_log[-3000:]
+    assert_tables_equal(tmp_path / "results" / "timed", ref_dir / "results" / "timed")
+    print(f"\n6b: job {job} ran {len(states)} times ({states}); resumed last at epoch "
+          f"{info['resumed_from']['epoch']} of {TIMED_EPOCHS}")
