@@ -16,7 +16,7 @@ turns those into SLURM jobs and reads their state back.
 - :func:`submit` sends several commands with one request as ONE submitit batch,
   i.e. one ``sbatch --array``.
 - :class:`StatusWatcher` reads the state of all active jobs with ONE ``sacct``
-  call per poll; where ``sacct`` fails (accounting disabled), ONE ``squeue`` call,
+  call per poll (plus ONE ``squeue`` call for the live reason of those pending); where ``sacct`` fails (accounting disabled), ONE ``squeue`` call,
   plus ``scontrol show job`` only for jobs squeue no longer lists and, when SLURM
   forgot them too, submitit's result pickles. It never waits on a job's result.
 - :func:`cancel` cancels all given jobs with one ``scancel``.
@@ -166,15 +166,28 @@ def make_executor(folder: str | os.PathLike, request: Request, *, python: str | 
 
     ``signal_delay_s``: SLURM sends USR2 that long before the time limit; submitit
     then calls :meth:`ShellJob.checkpoint` and requeues (at most ``max_num_timeout``
-    times for time-outs; preemptions are always requeued).
+    times for time-outs; preemptions are always requeued). It is at most half the
+    time limit (:func:`signal_delay_for`).
     """
     ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=max_num_timeout, python=python)
     params = request.submitit_parameters()
-    params["signal_delay_s"] = int(signal_delay_s)
+    params["signal_delay_s"] = signal_delay_for(request.runtime_min, signal_delay_s)
     if array_parallelism:
         params["array_parallelism"] = int(array_parallelism)
     ex.update_parameters(**params)
     return ex
+
+
+def signal_delay_for(runtime_min: int | None, signal_delay_s: int) -> int:
+    """How long before the time limit SLURM signals (USR2) a job of ``runtime_min`` minutes:
+    ``signal_delay_s``, but at most a quarter of the limit. A delay as long as the limit (120 s
+    on a 2-minute job) has SLURM signal the job as soon as it starts: it would be stopped and
+    requeued before it did anything. (SLURM checks time limits every 30 s and signals up to
+    that much early: on a 1-minute limit USR2 comes 15 to 45 s into the run.)"""
+    delay = int(signal_delay_s)
+    if runtime_min:
+        delay = min(delay, max(1, int(runtime_min) * 15))
+    return max(0, delay)
 
 
 # --------------------------------------------------------------------------- the job
@@ -201,6 +214,8 @@ class ShellJob(submitit.helpers.Checkpointable):
         self.progress_dirs = [str(d) for d in progress_dirs]
         self.time_limit_min = time_limit_min
         self.attempts = 0  # runs of the command in this SLURM job, requeues included
+        self.idle_timeouts = 0  # consecutive runs that timed out without progress
+        self.max_idle_timeouts = 2
         self._proc: subprocess.Popen | None = None
         self._started = 0.0
         self._signature: tuple = ()
@@ -261,10 +276,20 @@ class ShellJob(submitit.helpers.Checkpointable):
         progressed = progress_signature(self.progress_dirs) != self._signature
         self.stop()
         if timed_out and self.progress_dirs and not progressed:
-            print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress in "
-                  f"{', '.join(self.progress_dirs)} during this run: not requeued (the time limit is "
-                  "shorter than one checkpoint interval)", flush=True)
-            return None
+            # SLURM signals up to a minute early (its time-limit checks run every 30 s), so one
+            # run without progress may just have been signalled before the cell's first epoch
+            # was done: only runs in a row without progress show the limit is too short.
+            self.idle_timeouts = getattr(self, "idle_timeouts", 0) + 1
+            if self.idle_timeouts >= getattr(self, "max_idle_timeouts", 2):
+                print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress in "
+                      f"{', '.join(self.progress_dirs)} during {self.idle_timeouts} runs in a row: not "
+                      "requeued (the time limit is shorter than one checkpoint interval)", flush=True)
+                return None
+            print(f"[prunegen.slurm] {self.label or 'job'}: time limit reached with no progress during "
+                  "this run (signalled early?): requeued once more", flush=True)
+            return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+        if progressed:
+            self.idle_timeouts = 0
         print(f"[prunegen.slurm] {self.label or 'job'}: {'time-out' if timed_out else 'time-out or preemption'}: "
               "stopping the command and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
@@ -463,6 +488,7 @@ class Status:
     source: str     # "sacct", "squeue", "scontrol", "result-pickle", "none"
     reason: str = ""
     cancel: bool = False  # failed but still queued (an unschedulable request): scancel it
+    reason_source: str = ""  # where a pending reason came from, when not ``source`` (squeue)
 
     @property
     def done(self) -> bool:
@@ -676,6 +702,12 @@ class StatusWatcher:
                 detail = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] not in ("", "0:0") else ""
             for jid in _expand_array(parts[0]):
                 rows[jid] = (state, detail)
+        # sacct's Reason of a pending job is slurmdbd's copy (state_reason_prev_db), written
+        # when the record is: it can read "None" for the whole wait while the controller says
+        # PartitionConfig, or name a reason that has since cleared. The live reason is the
+        # controller's: one squeue call per poll, for the jobs sacct says are pending.
+        pending = [j for j in ids if j in rows and rows[j][0] == "PENDING"]
+        live = self._live_reasons(pending) if pending else None
         out: dict[str, Status] = {}
         now = self._clock()
         overdue = []
@@ -683,6 +715,10 @@ class StatusWatcher:
             if j in rows:
                 self._first_missing.pop(j, None)
                 state, detail = rows[j]
+                if state == "PENDING" and live is not None:
+                    # not listed as pending (it just started, or ended): no reason to judge
+                    out[j] = Status(state, _outcome(state), "sacct", live.get(j, ""), reason_source="squeue")
+                    continue
                 out[j] = Status(state, _outcome(state), "sacct", detail)
             else:
                 # accounting lags the controller a little: a new job has no row for a while
@@ -694,6 +730,24 @@ class StatusWatcher:
         if overdue:  # rare: ask the controller about these
             out.update(self._poll_squeue(overdue))
         return out, ""
+
+    def _live_reasons(self, ids: list[str]) -> dict[str, str] | None:
+        """The controller's reason for each of ``ids`` that it lists as pending (one squeue
+        call); None when squeue fails (then sacct's reason is all there is)."""
+        p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", _bases(ids)])
+        if p.returncode != 0 and "invalid job id" not in (p.stderr or "").lower():
+            self._warn(f"squeue failed: {(p.stderr or p.stdout).strip()}: pending reasons from sacct, "
+                       "which may be stale")
+            return None
+        want = set(ids)
+        reasons: dict[str, str] = {}
+        for line in (p.stdout if p.returncode == 0 else "").splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 3 and parts[0] and _base_state(parts[1]) == "PENDING":
+                for jid in _expand_array(parts[0]):
+                    if jid in want:
+                        reasons[jid] = "" if parts[2] in ("None", "") else parts[2]
+        return reasons
 
     def _poll_squeue(self, ids: list[str]) -> dict[str, Status]:
         p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", _bases(ids)])

@@ -151,6 +151,7 @@ class Executor(RemoteExecutor):
         base = self.workflow.remote_execution_settings.seconds_between_status_checks
         self.schedule = slurm.PollSchedule(base_s=base, ceiling_s=max(base, s.poll_ceiling_s))
         self._last_states: Dict[str, str] = {}
+        self._last_reasons: Dict[str, str] = {}  # job id -> its pending reason, as last logged
         self._max_minutes: Dict[Optional[str], Optional[int]] = {}  # partition -> MaxTime
         self.sbatch_calls = 0
         self.jobs_submitted = 0
@@ -314,6 +315,7 @@ class Executor(RemoteExecutor):
             for k, v in self._wildcards(j).items():
                 values.setdefault(k, []).append(v)
         parts = [f"{k}={'|'.join(dict.fromkeys(v))}" for k, v in values.items()]
+        rule = "+".join(sorted({j.name for j in batch}))  # jobs of several rules may share a request
         head = rule if len(batch) == 1 else f"{rule}[{len(batch)}]"
         return head + (":" + ",".join(parts) if parts else "")
 
@@ -343,6 +345,7 @@ class Executor(RemoteExecutor):
                                                    else self.schedule.unchanged())
         self.logger.debug(f"prunegen status poll {self.watcher.polls}: {len(active_jobs)} active jobs, "
                           f"queries {spent}; next poll in {self.next_seconds_between_status_checks:.0f} s")
+        self._log_pending_reasons(active_jobs, statuses)
         stuck = [jid for jid, st in statuses.items() if st.cancel]
         if stuck:  # would wait forever: take them out of the queue before reporting them
             self._slurm.cancel(stuck)
@@ -353,11 +356,32 @@ class Executor(RemoteExecutor):
                 continue
             self.watcher.forget(job_info.external_jobid)
             self._last_states.pop(job_info.external_jobid, None)
+            self._last_reasons.pop(job_info.external_jobid, None)
             if st.outcome == "success":
                 self.report_job_success(job_info)
             else:
                 self.report_job_error(job_info, msg=self._failure_message(job_info, st),
                                       aux_logs=self._logs(job_info))
+
+    def _log_pending_reasons(self, active_jobs: List[SubmittedJobInfo], statuses) -> None:
+        """One line per poll in which a pending job's reason changed (or a job began to pend),
+        by reason: what SLURM said is then in the log of a run that fails or hangs."""
+        changed: Dict[str, List[str]] = defaultdict(list)
+        for job_info in active_jobs:
+            jid = job_info.external_jobid
+            st = statuses.get(jid)
+            reason = (st.reason or "no reason given") if st is not None and st.state == "PENDING" else None
+            if reason == self._last_reasons.get(jid):
+                continue
+            if reason is None:
+                self._last_reasons.pop(jid, None)
+                continue
+            self._last_reasons[jid] = reason
+            label = (job_info.aux or {}).get("label") or ""
+            changed[f"{reason} [state from {st.source}, reason from {st.reason_source or st.source}]"].append(f"{jid} ({label})" if label else jid)
+        for reason, jobs in sorted(changed.items()):
+            shown = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
+            self.logger.info(f"prunegen executor: pending, reason {reason}: SLURM job(s) {shown}")
 
     def _logs(self, job_info: SubmittedJobInfo) -> List[str]:
         aux = job_info.aux or {}
@@ -368,7 +392,8 @@ class Executor(RemoteExecutor):
         rule_logs = [str(f) for f in job_info.job.log] if job_info.job.log else []
         if st.cancel:
             head = (f"SLURM job {job_info.external_jobid} ({aux.get('label') or self._label(job_info.job)}) "
-                    f"cannot start: {st.reason}. Cancelled it [state from {st.source}].")
+                    f"cannot start: {st.reason}. Cancelled it [state from {st.source}"
+                    + (f", reason from {st.reason_source}" if st.reason_source else "") + "].")
         else:
             head = (f"SLURM job {job_info.external_jobid} ended {st.state}"
                     + (f" ({st.reason})" if st.reason else "") + f" [state from {st.source}].")

@@ -319,12 +319,20 @@ def fake_slurm(table: dict[str, object], calls: list):
 
 
 def test_watcher_one_sacct_call_for_all_jobs():
+    """One sacct call for all jobs; plus, when some are pending, one squeue call for them
+    (the controller's live pending reason: sacct's is slurmdbd's copy, often stale)."""
     calls: list = []
     sacct_out = "7_0|COMPLETED|0:0|None\n7_1|RUNNING|0:0|None\n7_[2-39%40]|PENDING|0:0|Priority\n8|CANCELLED by 0|0:15|None\n"
-    w = slurm.StatusWatcher(runner=fake_slurm({"sacct": (0, sacct_out, "")}, calls))
+    squeue_out = "".join(f"7_{i}|PENDING|Priority\n" for i in range(2, 40))
+    w = slurm.StatusWatcher(runner=fake_slurm({"sacct": (0, sacct_out, ""), "squeue": (0, squeue_out, "")}, calls))
     ids = [f"7_{i}" for i in range(40)] + ["8"]
     st = w.poll(ids)
-    assert len(calls) == 1 and calls[0][0] == "sacct" and calls[0][-1] == "7,8"
+    assert [c[0] for c in calls] == ["sacct", "squeue"] and calls[0][-1] == "7,8" and calls[1][-1] == "7"
+    assert st["7_2"].reason == "Priority"
+    calls.clear()
+    w.poll(["7_1", "8"])
+    assert [c[0] for c in calls] == ["sacct"]  # nothing pending: sacct alone
+    calls.clear()
     assert st["7_0"].outcome == "success" and st["7_1"].outcome == "active"
     assert all(st[f"7_{i}"].state == "PENDING" for i in range(2, 40))
     assert st["8"].outcome == "failed" and st["8"].state == "CANCELLED"
@@ -483,16 +491,21 @@ rule work:
               and not c["args"].startswith("show partition")]
     scancel = [c for c in calls if c["name"] == "scancel"]
     assert len(sbatch) == 1, sbatch  # 40 jobs, one sbatch
-    assert all(c["name"] == "sacct" for c in status), status  # accounting on: sacct only
+    # accounting on: each poll is one sacct call for all 40, then (38 pend on this 2-CPU node)
+    # one squeue call for the pending ones' live reason; no scontrol
+    sacct = [c for c in status if c["name"] == "sacct"]
+    assert all(c["name"] in ("sacct", "squeue") for c in status), status
+    assert all(a["name"] == "sacct" for a, b in zip(status, status[1:]) if b["name"] == "squeue"), status
+    assert status[0]["name"] == "sacct" and len(status) <= 2 * len(sacct), status
     assert all(c["args"].endswith(f"-j {array_id}") for c in status), status  # all 40 in each call
-    gaps = [b["t"] - a["t"] for a, b in zip(status, status[1:])]
-    assert gaps and min(gaps) > 0.5 * POLL_S, gaps  # one query per poll round
+    gaps = [b["t"] - a["t"] for a, b in zip(sacct, sacct[1:])]
+    assert gaps and min(gaps) > 0.5 * POLL_S, gaps  # one sacct query per poll round
     assert len(scancel) == 1 and len(scancel[0]["args"].split()) == 40, scancel
     assert rc != 0 and "Terminating processes on user request" in out
     wait_for(lambda: not any(r.get("JobState") in ("PENDING", "RUNNING")
                              for r in cluster.scontrol_show_jobs(array_id)), 30, "the array to be cancelled")
-    print(f"\n40 ready jobs: {len(sbatch)} sbatch call(s); {len(status)} status polls, "
-          f"1 sacct call each; 1 scancel for 40 jobs")
+    print(f"\n40 ready jobs: {len(sbatch)} sbatch call(s); {len(sacct)} status polls, "
+          f"1 sacct call each (+ {len(status) - len(sacct)} squeue calls for pending reasons); 1 scancel for 40 jobs")
 
 
 @slurm_mark
@@ -592,10 +605,14 @@ def test_smoke_study_through_slurm(acct, tmp_path, smoke_reference):
     status = [c for c in calls if c["name"] in ("sacct", "squeue", "scontrol")
               and not c["args"].startswith("show partition")]
     assert len(sbatch) < len(jobs)  # ready jobs went together, as arrays
-    assert {c["name"] for c in status} == {"sacct"}  # one sacct call per poll, nothing else
+    # one sacct call per poll, then one squeue call when some jobs pend (their live reason)
+    polls = [c for c in status if c["name"] == "sacct"]
+    assert {c["name"] for c in status} <= {"sacct", "squeue"}, status
+    assert all(a["name"] == "sacct" for a, b in zip(status, status[1:]) if b["name"] == "squeue"), status
+    assert status[0]["name"] == "sacct" and len(status) <= 2 * len(polls), status
     assert_tables_equal(tmp_path / "results" / "smoke", smoke_reference)
     print(f"\nsmoke through SLURM: {len(jobs)} jobs in {len(sbatch)} sbatch calls, "
-          f"{len(status)} polls (one sacct call each), {elapsed:.0f}s")
+          f"{len(polls)} polls (one sacct call each, + {len(status) - len(polls)} squeue calls), {elapsed:.0f}s")
 
 
 def start_long(tmp_path: Path, *extra: str, env=None) -> tuple[subprocess.Popen, Path, Path]:

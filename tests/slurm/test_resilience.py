@@ -11,6 +11,7 @@ fail under CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,13 +25,13 @@ import pytest
 try:
     from tests.slurm import cluster
     from tests.slurm.test_executor import (
-        assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
+        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
         smk_cmd, start_smk, submitit_folder, wait_for)
 except ImportError:  # run from another root
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cluster  # type: ignore[no-redef]
     from test_executor import (  # type: ignore[no-redef]
-        assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
+        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
         smk_cmd, start_smk, submitit_folder, wait_for)
 
 from prunegen import slurm
@@ -69,14 +70,22 @@ class FakeClock:
         return self.t
 
 
-def sacct_says(rows: list[str]):
-    """A runner answering sacct with ``rows`` (SLURM's -P output), recording the calls."""
+def sacct_says(rows: list[str], live: dict[str, str] | None = None):
+    """A runner answering sacct with ``rows`` (SLURM's -P output: JobID|State|ExitCode|Reason)
+    and squeue with the same jobs, each pending one with its ``live`` reason (default: the
+    one sacct gives), recording the calls."""
     calls = []
 
     def run(args):
         calls.append(args[0])
         if args[0] == "sacct":
             return subprocess.CompletedProcess(args, 0, "".join(r + "\n" for r in rows), "")
+        if args[0] == "squeue":
+            out = ""
+            for r in rows:
+                jid, state, _, reason = r.split("|")
+                out += f"{jid}|{state}|{(live or {}).get(jid, reason)}\n"
+            return subprocess.CompletedProcess(args, 0, out, "")
         return subprocess.CompletedProcess(args, 0, "", "")
     return run, calls
 
@@ -124,6 +133,36 @@ def test_unschedulable_pending_fails_after_confirmation_and_asks_for_cancel():
     assert w.poll(["51"])["51"].outcome == "active"  # Priority clears: it just waits
 
 
+def test_pending_reason_is_the_controllers_not_slurmdbds():
+    """sacct's Reason of a pending job is slurmdbd's copy (state_reason_prev_db, written with
+    the record): it can read None for the whole wait while squeue says PartitionConfig (the
+    hang of test 6c in CI), or keep a reason that has since cleared. The watcher judges the
+    controller's live reason: one squeue call per poll, only when some job is pending."""
+    clock = FakeClock()
+    rows = ["70|PENDING|0:0|None", "71|PENDING|0:0|QOSMaxWallDurationPerJobLimit", "72|RUNNING|0:0|None"]
+    live = {"70": "PartitionConfig", "71": "Priority"}
+    run, calls = sacct_says(rows, live)
+    w = slurm.StatusWatcher(runner=run, clock=clock, unschedulable_confirm_s=15)
+    first = w.poll(["70", "71", "72"])
+    assert calls == ["sacct", "squeue"], calls
+    assert first["70"].reason == "PartitionConfig" and first["70"].outcome == "active", first
+    clock.t += 16
+    st = w.poll(["70", "71", "72"])
+    assert st["70"].cancel and "PartitionConfig" in st["70"].reason, st["70"]  # sacct said None
+    assert st["71"].outcome == "active" and not st["71"].cancel, st["71"]  # stale: it waits for Priority
+    calls.clear()
+    w.poll(["72"])
+    assert calls == ["sacct"]  # nothing pending: no squeue call
+
+    # squeue fails: the pending reason is sacct's, the best there is
+    def failing(args):
+        if args[0] == "squeue":
+            return subprocess.CompletedProcess(args, 1, "", "squeue: error: Socket timed out")
+        return run(args)
+    w = slurm.StatusWatcher(runner=failing, clock=clock, unschedulable_confirm_s=15)
+    assert w.poll(["71"])["71"].reason == "QOSMaxWallDurationPerJobLimit"
+
+
 def test_sacct_failure_is_retried_then_squeue_then_sacct_again():
     clock = FakeClock()
     calls, sleeps, answers = [], [], []
@@ -158,6 +197,16 @@ def test_poll_schedule_numbers():
     got = [round(p.unchanged(), 2) for _ in range(6)]
     assert got == [15.0, 22.5, 33.75, 50.62, 60.0, 60.0]
     assert p.changed() == 10.0
+
+
+def test_signal_delay_is_at_most_a_quarter_of_the_time_limit(tmp_path):
+    """USR2 120 s before a 2-minute limit is USR2 at the start: the job would be stopped at
+    once (a small job of test 6c was, and failed for lack of progress). A quarter of the
+    limit at most (SLURM may signal up to 30 s early besides)."""
+    assert slurm.signal_delay_for(2, 120) == 30 and slurm.signal_delay_for(1, 120) == 15
+    assert slurm.signal_delay_for(60, 120) == 120 and slurm.signal_delay_for(None, 90) == 90
+    ex = slurm.make_executor(tmp_path, slurm.Request(runtime_min=2), signal_delay_s=120)
+    assert ex.parameters["signal_delay_s"] == 30
 
 
 def test_slurm_minutes():
@@ -361,19 +410,43 @@ rule small:
     wait_for(lambda: set(cluster.run(["sinfo", "-h", "-o", "%T"]).stdout.split()) == {"idle"}, 120,
              "the node to be idle", poll=1.0)
     bindir, calls_log = make_shim(tmp_path)
-    t0 = time.monotonic()
-    rc, out = run_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"),
-                      tmp_path / "smk.log", env=env_with(bindir), timeout=150)
-    assert rc != 0
+    t0, t0_wall = time.monotonic(), time.time()
+    log = tmp_path / "smk.log"
+    p = start_smk(smk_cmd(tmp_path, "--retries", "0", snakefile=tmp_path / "Snakefile"), log, env=env_with(bindir))
+    try:
+        p.wait(timeout=150)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        kill_guard(p)
+        p.wait()
+        p._logfile.close()  # type: ignore[attr-defined]
+    out = log.read_text()
+
+    def seen() -> str:
+        """What the executor saw and said, and what SLURM says now, for a failure message."""
+        lines = [l for l in out.splitlines() if re.search(
+            r"prunegen executor|Submitted \d+ job|SLURM job|cannot start|Error in rule|Finished job", l)]
+        shim = [f"{c['t'] - t0_wall:7.1f}s {c['name']} {c['args']} -> rc {c['rc']}: {c['out']}"
+                for c in read_shim(calls_log) if c["name"] != "scontrol" or "partition" not in c["args"]]
+        now = {cmd[0]: cluster.run(cmd, check=False).stdout.strip() for cmd in (
+            ["squeue", "-h", "-o", "%i|%T|%r|%k", "-u", "root"],
+            ["sacct", "-X", "-n", "-P", "-S", "now-10minutes", "-o", "JobID,State,Reason,Comment"])}
+        return ("\n--- the executor's lines:\n" + "\n".join(lines[-40:])
+                + "\n--- SLURM calls (first line of output):\n" + "\n".join(shim[-40:])
+                + f"\n--- squeue now:\n{now['squeue']}\n--- sacct now:\n{now['sacct']}")
+
+    assert p.returncode not in (0, -signal.SIGKILL), f"snakemake rc {p.returncode} (hung > 150 s?){seen()}"
     m = re.search(r"SLURM job (\d+) \(rule big\) cannot start: pending with reason PartitionConfig", out)
-    assert m, out[-4000:]
+    assert m, seen()
+    assert re.search(r"pending, reason PartitionConfig .*SLURM job\(s\) " + m.group(1), out), seen()
     job = m.group(1)
     calls = read_shim(calls_log)
     refused = [c for c in calls if c["name"] == "scancel"]
-    assert len(refused) == 1 and refused[0]["args"] == job, refused
+    assert len(refused) == 1 and refused[0]["args"] == job, (refused, seen())
     first_sb = next(c["t"] for c in calls if c["name"] == "sbatch")
-    assert refused[0]["t"] - first_sb < 60, refused[0]["t"] - first_sb  # within a minute
-    assert all((tmp_path / "small" / f"{i}.txt").exists() for i in range(2))
+    assert refused[0]["t"] - first_sb < 60, (refused[0]["t"] - first_sb, seen())  # within a minute
+    assert all((tmp_path / "small" / f"{i}.txt").exists() for i in range(2)), seen()
     assert not (tmp_path / "big.txt").exists()
     assert cluster.job_state(job) in ("CANCELLED", None)
     assert job not in " ".join(cluster.squeue_ids())
@@ -438,9 +511,71 @@ def test_time_out_requeues_only_a_run_that_made_progress(tmp_path):
     job._started = time.monotonic() - 4801  # ran 80% of its 100-minute limit: submitit's "timed out"
     job._signature = slurm.progress_signature(job.progress_dirs)
     assert job.timed_out()
-    assert job.checkpoint() is None  # nothing written: no requeue
+    # nothing written: requeued once more (SLURM may have signalled before the first epoch)...
+    assert job.checkpoint() is not None and job.idle_timeouts == 1
+    assert job.checkpoint() is None  # ...but a second run in a row without progress is not
     (cell / "checkpoint.pt").write_bytes(b"epoch 3")
-    assert job.checkpoint() is not None  # an epoch checkpoint appeared: requeue
+    assert job.checkpoint() is not None and job.idle_timeouts == 0  # an epoch checkpoint appeared: requeue
+    assert job.checkpoint() is not None  # (the counter starts again)
     job._started = time.monotonic() - 5  # preempted early, nothing written: requeue anyway
     job._signature = slurm.progress_signature(job.progress_dirs)
     assert not job.timed_out() and job.checkpoint() is not None
+
+
+# 6b: one cell asking three times the `short` partition's MaxTime (1 minute): submitted at
+# 1 minute, it runs until SLURM's USR2 (15 to 45 s into each run), is checkpointed,
+# requeued and resumed, as often as it takes. Its training (~1.5-2 min on one core) needs at
+# least three runs.
+TIMED_EPOCHS = 3200
+TIMED_CELL = TWO_CELLS.replace("study: two", "study: timed").replace(
+    f"epochs: {EPOCHS},", f"epochs: {TIMED_EPOCHS},").replace("runtime_min: 5", "runtime_min: 3").replace(
+    "seeds: [0, 1]", "seeds: [0]")
+TIMED = "cells/benchmark=slow/arm=dense/noise=0.0/seed=0/level=0"
+
+
+@slurm_mark
+@pytest.mark.slow
+def test_time_limits_requeue_a_cell_until_done(acct, tmp_path):
+    """6b: a cell needing three partition time limits (runtime 3 min on a 1-minute MaxTime
+    partition) is submitted at the cap, announced with its expected requeues, and finishes
+    through time-out -> checkpoint -> requeue -> resume: one SLURM job, no Snakemake retry,
+    at least two requeues, records bit-identical to an uninterrupted local run (which runs
+    meanwhile, on the node's other core)."""
+    assert f"epochs: {TIMED_EPOCHS}," in TIMED_CELL and "runtime_min: 3" in TIMED_CELL
+    study = tmp_path / "timed.yaml"
+    study.write_text(TIMED_CELL)
+    ref_dir = tmp_path / "local"
+    ref_dir.mkdir()
+    ref_script = ref_dir / "reference.py"
+    ref_script.write_text(REFERENCE)
+    ref = subprocess.Popen([sys.executable, str(ref_script), str(study), str(ref_dir / "results")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bindir, calls_log = make_shim(tmp_path)
+    log = tmp_path / "smk.log"
+    p = start_smk(smk_cmd(tmp_path, "merge", "--prunegen-partition", "short", "--config", f"study={study}",
+                          f"results_root={tmp_path}/results"), log, env=env_with(bindir))
+    try:
+        rc, out = finish(p, log, timeout=540)
+    finally:
+        kill_guard(p)
+        ref_out = ref.communicate(timeout=300)[0]
+    assert ref.returncode == 0, ref_out[-3000:]
+    assert rc == 0, out[-5000:]
+    assert ("asks 3 min, more than partition short's MaxTime of 1 min: submitted at 1 min; "
+            "expected requeues after time-outs: 2") in out, out[-3000:]
+    assert "Trying to restart job" not in out, out[-3000:]
+    sbatch = [c for c in read_shim(calls_log) if c["name"] == "sbatch" and c["rc"] == 0]
+    assert len(sbatch) == 2, sbatch  # the cell once, then merge
+    runs = wait_for(lambda: (r := cell_runs(tmp_path)) and all(s[-1:] == ["COMPLETED"] for s in r.values()) and r,
+                    60, "sacct's records")
+    [(job, states)] = runs.items()
+    assert states.count("COMPLETED") == 1 and states.count("REQUEUED") >= 2, (job, states)
+    cell = tmp_path / "results" / "timed" / TIMED
+    info = json.loads((cell / "cell.json").read_text())
+    assert info["resumed_from"] is not None and 1 <= info["resumed_from"]["epoch"] < TIMED_EPOCHS, info
+    submitit_log = next(submitit_folder(tmp_path).glob(f"{job}_0_log.out")).read_text()
+    assert submitit_log.count("time-out: stopping the command and requeueing") + \
+        submitit_log.count("time-out or preemption: stopping the command and requeueing") >= 2, submitit_log[-3000:]
+    assert_tables_equal(tmp_path / "results" / "timed", ref_dir / "results" / "timed")
+    print(f"\n6b: job {job} ran {len(states)} times ({states}); resumed last at epoch "
+          f"{info['resumed_from']['epoch']} of {TIMED_EPOCHS}")
