@@ -81,6 +81,11 @@ def epochs_done(cell: Cell) -> int:
     return int(state.get("cycle_pos", 0)) * cell.benchmark.train.epochs + int(state.get("epoch", 0))
 
 
+def cell_log_path(cell: Cell) -> Path:
+    """The cell rule's log (workflow/rules/cells.smk): run-cell's output, its error included."""
+    return cell.study.root / "logs" / "cells" / f"{cell.relpath}.log"
+
+
 def _locked_by_live_process(cell: Cell) -> bool:
     path = cell.dir / lock.LOCK_NAME
     holder = lock._read(path)
@@ -114,7 +119,9 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
         elif st is not None:  # ended without complete records
             log_path = job.stderr or job.stdout
             what = st.state + (f" ({st.reason})" if st.reason else "")
-            out.append(CellView(c, "failed", f"{what}; log {log_path}", job.job_id, epochs_done(c), epochs))
+            cell_log = cell_log_path(c)  # the rule's log: where run-cell's own error is
+            where = f"log {log_path}" + (f", cell log {cell_log}" if cell_log.exists() else "")
+            out.append(CellView(c, "failed", f"{what}; {where}", job.job_id, epochs_done(c), epochs))
         elif _locked_by_live_process(c):
             out.append(CellView(c, "running", "local", "", epochs_done(c), epochs))
         else:

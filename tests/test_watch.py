@@ -1,5 +1,5 @@
 """`prunegen status --watch` on real cell records; SLURM's answers come from a stand-in
-here (the real daemons: tests/slurm/test_watch.py)."""
+here (the real daemons: tests/slurm/test_status_watch.py)."""
 
 import io
 import json
