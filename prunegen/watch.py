@@ -50,6 +50,7 @@ class CellView:
     job: str = ""       # the SLURM job id, when there is one
     epochs_done: int = 0
     epochs: int = 0
+    wall_seconds: float | None = None  # completed: its cell.json's (the ETA's measure)
 
 
 def read_jobs(workdir: Path, folder: str = ".snakemake/submitit") -> dict[str, Job]:
@@ -106,7 +107,9 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
     for c in cells:
         epochs = cycles_to_train(c) * c.benchmark.train.epochs
         if checks[c.relpath].state == "complete":
-            out.append(CellView(c, "completed", epochs_done=epochs, epochs=epochs))
+            meta = checks[c.relpath].meta or {}
+            out.append(CellView(c, "completed", epochs_done=epochs, epochs=epochs,
+                                wall_seconds=meta.get("wall_seconds")))
             continue
         job, st = job_of[c.relpath], None
         if job is not None:
@@ -133,12 +136,9 @@ def seconds_per_epoch(views: list[CellView]) -> dict[str, float]:
     """Per benchmark: measured wall seconds per epoch over its completed cells."""
     wall: dict[str, list[float]] = {}
     for v in views:
-        if v.state != "completed":
-            continue
-        meta = records.read_cell_json(v.cell.dir) or {}
-        if meta.get("wall_seconds") and v.epochs:
+        if v.state == "completed" and v.wall_seconds and v.epochs:
             w = wall.setdefault(v.cell.benchmark.name, [0.0, 0.0])
-            w[0] += float(meta["wall_seconds"])
+            w[0] += float(v.wall_seconds)
             w[1] += v.epochs
     return {b: s / e for b, (s, e) in wall.items() if e}
 
