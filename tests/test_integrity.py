@@ -94,3 +94,43 @@ def test_a_live_lock_names_its_holder_and_a_dead_or_silent_one_is_broken(tmp_pat
     with lock.CellLock(folder):  # a live holder in this very process blocks a second one
         with pytest.raises(lock.CellLockedError, match=f"pid {os.getpid()}"):
             lock.CellLock(folder).acquire()
+
+
+def legacy(cell_dir):
+    """Rewrite cell.json as prunegen wrote it before record checksums existed."""
+    meta = json.loads((cell_dir / "cell.json").read_text())
+    del meta["files"], meta["cell_json_sha256"]
+    records.write_json(meta, cell_dir / "cell.json")
+
+
+def test_a_cell_written_before_checksums_is_complete_unverified_and_read_by_merge_and_children(done, tmp_path,
+                                                                                             capsys):
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    for arm, level in (("dense", 0), ("imp", 1)):
+        legacy(study.cell("digits-mlp", arm, level, 0.0, 0).dir)
+    for verify in (False, True):
+        status = analysis.status(study, verify=verify).set_index("arm")
+        assert status.loc["imp", ["complete", "unverified", "corrupt"]].tolist() == [1, 1, 0]
+        assert status.loc["dense", ["complete", "unverified"]].tolist() == [1, 1]
+    assert "2 of them unverified: written before checksums" in analysis.format_status(status.reset_index())
+
+    import pandas as pd
+    summary = pd.read_parquet(analysis.merge(study)["summary"])
+    assert sorted(summary.arm) == ["dense", "imp"]
+
+    args = ["--study", str(SMOKE), "--results-root", str(tmp_path), "--benchmark", "digits-mlp", "--noise", "0.0",
+            "--seed", "0"]
+    imp1 = study.cell("digits-mlp", "imp", 1, 0.0, 0).dir
+    before = (imp1 / "model.pt").stat().st_mtime_ns
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "1"]) == 0  # complete: not run again
+    assert (imp1 / "model.pt").stat().st_mtime_ns == before
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "2"]) == 0  # reads its legacy parent
+    assert analysis.status(study).set_index("arm").loc["imp", ["complete", "unverified"]].tolist() == [2, 1]
+
+    # no checksum to compare with, yet a truncated legacy file gets one clear error naming it
+    shutil.rmtree(study.cell("digits-mlp", "imp", 2, 0.0, 0).dir)
+    (imp1 / "model.pt").write_bytes((imp1 / "model.pt").read_bytes()[:100])
+    capsys.readouterr()
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "2"]) == 2
+    assert str(imp1 / "model.pt") in capsys.readouterr().err
