@@ -26,8 +26,9 @@ STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
 
 # Corrupt cells (a record file that does not match its cell.json), found once in the
 # main process (not in every cluster job): each is re-run with the cells after it in its
-# chain. A real run renames its cell.json to cell.json.corrupt here, so Snakemake finds
-# the cell's output missing. A dry run changes nothing on disk: there each corrupt cell
+# chain. A real run (any invocation but -n: --unlock and --report too) renames its
+# cell.json to cell.json.corrupt here, so Snakemake finds the cell's output missing, and
+# the cell reads as corrupt until it is re-run. A dry run changes nothing on disk: there each corrupt cell
 # waits for a set_aside job instead (standing for the rename), so the job list shows the
 # cells a real run would re-run, and why. (Only the dry run: a real run that recorded the
 # extra input would re-run the cell once more when it is gone.)
