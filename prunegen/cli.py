@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
         if name == "status":
             p.add_argument("--verify", action="store_true",
-                           help="checksum every record file (default: compare sizes, as a dry run does)")
+                           help="checksum every record file (default: compare sizes and mtimes with cell.json and checksum only a file whose mtime changed, as the workflow does)")
     _select_arg(p)  # status
 
     p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "
