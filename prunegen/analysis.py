@@ -66,17 +66,18 @@ def _sparsity_of(study: Study, df: pd.DataFrame) -> np.ndarray:
     return nominal_sparsity(fraction.to_numpy(dtype=float), df["level"].to_numpy())
 
 
-def scan(study: Study, cells: list | None = None, verify: bool = False) -> pd.DataFrame:
+def scan(study: Study, cells: list | None = None, verify: bool = False,
+         read_later: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per grid cell (or per cell of `cells`, say a slice): keys, `cell_hash`
     (current), `dir`, `state` (complete / stale / corrupt / missing), `problem` (what is
     corrupt), `files` (the sizes and checksums its cell.json records; None for a cell
     written before checksums existed) and `verified` (False for such a cell). Reads each
     cell.json and stats its record files (sizes); `verify` checksums every record file
-    too. Sorted by keys."""
+    too; `read_later` (records.check) are left to the caller's checksum on read. Sorted by keys."""
     rows = []
     for cell in study.cells() if cells is None else cells:
         d = cell.dir  # a few path joins: built once per cell
-        st = records.check(d, cell.hash, verify)
+        st = records.check(d, cell.hash, verify, read_later)
         rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(d), "state": st.state, "problem": st.problem,
                      "files": st.meta.get("files") if st.state == "complete" else None, "verified": st.verified})
     df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files", "verified"])
@@ -198,8 +199,8 @@ def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_ep
     def one(d: str, f: dict | None) -> pa.Table | None:
         try:
             return _read_parquet(f"{d}/{kind}.parquet", expected=_expected(f, f"{kind}.parquet"))
-        except FileNotFoundError:
-            log.warning("no %s/%s.parquet: its cell is left out", d, kind)
+        except FileNotFoundError:  # its cell.json says it was written
+            corrupt.add(d, f"{d}/{kind}.parquet: missing")
         except records.CorruptRecordError as e:
             corrupt.add(d, str(e))
         return None
@@ -352,9 +353,8 @@ def _cell_subgroups(path: str, lookup: np.ndarray | None, expected: dict | None 
     """The cell's subgroup rows; the problem (a string) if its file is corrupt."""
     try:
         ex = _train_examples(path, expected)
-    except FileNotFoundError:
-        log.warning("no %s: its cell is left out of the subgroups table", path)
-        return []
+    except FileNotFoundError:  # its cell.json says it was written
+        return f"{path}: missing"
     except records.CorruptRecordError as e:
         return str(e)
     loss = ex["loss"].astype(np.float64)
@@ -400,11 +400,12 @@ def subgroups(study: Study, done: pd.DataFrame, workers: int | None = None,
             lookup = None
             if len(dense):
                 d, files = dense["dir"].iloc[0], dense["files"].iloc[0]
-                if os.path.exists(f"{d}/{name}"):
-                    try:
-                        lookup = loss_bins(f"{d}/{name}", expected=_expected(files, name))
-                    except records.CorruptRecordError as e:
-                        corrupt.add(d, str(e))
+                try:
+                    lookup = loss_bins(f"{d}/{name}", expected=_expected(files, name))
+                except FileNotFoundError:
+                    corrupt.add(d, f"{d}/{name}: missing")
+                except records.CorruptRecordError as e:
+                    corrupt.add(d, str(e))
             group = corrupt.drop(group)
             jobs = [(f"{d}/{name}", _expected(f, name)) for d, f in zip(group["dir"], group["files"])]
             results = pool.map(lambda job: _cell_subgroups(job[0], lookup, job[1]), jobs)
@@ -438,7 +439,8 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else study.root / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    grid = scan(study)
+    # The Parquet files are checksummed as they are read: the scan stats only model.pt and mask.pt
+    grid = scan(study, read_later=tuple(f"{kind}.parquet" for kind in ("summary", "history", "examples")))
     corrupt = Corrupt()
     for d, problem in zip(grid["dir"][grid["state"] == "corrupt"], grid["problem"][grid["state"] == "corrupt"]):
         corrupt.add(d, problem)

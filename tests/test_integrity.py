@@ -146,3 +146,17 @@ def test_a_cell_written_before_checksums_is_complete_unverified_and_read_by_merg
     capsys.readouterr()
     assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "2"]) == 2
     assert str(imp1 / "model.pt") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["history.parquet", "examples.parquet", "summary.parquet"])
+def test_a_missing_parquet_file_leaves_its_cell_out_of_the_merge(done, tmp_path, name, caplog):
+    """The merge checksums its Parquet files as it reads them (its scan does not stat them)."""
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    path = study.cell("digits-mlp", "imp", 1, 0.0, 0).dir / name
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="prunegen"):
+        merged = analysis.merge(study)
+    import pandas as pd
+    assert all(set(pd.read_parquet(merged[t]).arm) == {"dense"} for t in ("summary", "history", "subgroups"))
+    assert any(f"{path}: missing" in r.getMessage() for r in caplog.records)
