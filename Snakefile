@@ -12,7 +12,7 @@ prunegen.dag, the science in prunegen.
 
 import sys
 
-from prunegen import dag
+from prunegen import dag, records
 
 STUDY_FILE = config.get("study", "workflow/studies/demo.yaml")
 STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"))
@@ -24,11 +24,20 @@ SELECT = config.get("select")
 STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
     f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))
 
-# Corrupt cells (a record file that does not match its cell.json) lose their marker
-# here, once per run in the main process (not in every cluster job): they and the
-# cells after them in their chains are then re-run like missing ones.
-if workflow.is_main_process:
-    dag.set_aside_corrupt(STUDY)
+# Corrupt cells (a record file that does not match its cell.json), found once in the
+# main process (not in every cluster job): each is re-run with the cells after it in its
+# chain. A real run (any invocation but -n: --unlock and --report too) renames its
+# cell.json to cell.json.corrupt here, so Snakemake finds the cell's output missing, and
+# the cell reads as corrupt until it is re-run. A dry run changes nothing on disk: there each corrupt cell
+# waits for a set_aside job instead (standing for the rename), so the job list shows the
+# cells a real run would re-run, and why. (Only the dry run: a real run that recorded the
+# extra input would re-run the cell once more when it is gone.)
+CORRUPT = dag.corrupt_cells(STUDY, SELECT) if workflow.is_main_process else {}
+if getattr(workflow.output_settings, "dryrun", False):
+    SET_ASIDE = CORRUPT
+else:
+    SET_ASIDE = {}
+    dag.set_aside_all(CORRUPT)
 
 wildcard_constraints:
     **dag.WILDCARD_CONSTRAINTS,
@@ -47,3 +56,6 @@ rule all:
         # Every cell is a target: Snakemake does not rebuild a missing intermediate file
         # whose consumers look up to date, so a deleted cell would otherwise stay missing.
         dag.grid_markers(STUDY, SELECT),
+        # A corrupt cell's set-aside marker: as a target, its (missing) marker is made, and
+        # the cell and those after it re-run; as a mere input, Snakemake would not make it.
+        dag.set_aside_markers(SET_ASIDE),

@@ -14,6 +14,10 @@ runs) and as `analysis.merge` in a bare interpreter (the CLI also imports torch)
 its wall time, CPU time and peak RSS (`wait4`), then checks the row counts of the
 summary, history and subgroups tables. On a loaded machine the CPU time is the steadier
 figure.
+
+The cost of record verification (each cell.json's self-checksum, a stat of every record
+file, the sha256 of every file the merge reads) is the ratio of each merge to the same
+merge with verification switched off in that process (`--verify on,off`, interleaved).
 """
 
 from __future__ import annotations
@@ -203,12 +207,21 @@ def generate(params: dict, workers: int) -> dict:
 
 LIBRARY = ("import logging, sys; logging.basicConfig(level=logging.INFO); from prunegen import analysis; "
            "from prunegen.config import load_study; analysis.merge(load_study(sys.argv[1]))")
+CLI = "import sys; from prunegen import cli; sys.exit(cli.main(['merge', '--study', sys.argv[1]]))"
+# Verification off: no size/mtime/checksum comparison of any record file, no self-checksum
+# of cell.json (what the merge did before records were checksummed).
+NO_VERIFY = ("from prunegen import records; records._mismatch = lambda path, expected, data=None: None; "
+             "records._self_checksum_ok = lambda meta: True; ")
 
 
-def merge_once(study: str, how: str) -> dict:
+def merge_once(study: str, how: str, verify: bool = True) -> dict:
     """A merge in a fresh process: wall time, its own peak RSS, its phase log. `how`:
-    `cli` = `prunegen merge` (what the workflow runs), `library` = `analysis.merge` alone."""
-    cmd = ["-m", "prunegen.cli", "merge", "--study", study] if how == "cli" else ["-c", LIBRARY, study]
+    `cli` = `prunegen merge` (what the workflow runs), `library` = `analysis.merge` alone;
+    `verify=False`: with record verification switched off."""
+    if verify:
+        cmd = ["-m", "prunegen.cli", "merge", "--study", study] if how == "cli" else ["-c", LIBRARY, study]
+    else:
+        cmd = ["-c", NO_VERIFY + (CLI if how == "cli" else LIBRARY), study]
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          cwd=REPO)
@@ -222,6 +235,38 @@ def merge_once(study: str, how: str) -> dict:
     phases = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)s", m.group(3))} if m else {}
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
             "phases_s": phases, "load_avg_1min": os.getloadavg()[0]}
+
+
+def verification_work(study_path: str) -> dict:
+    """The verification a merge does, timed alone in this process (steadier than the
+    difference of two noisy merges): the scan with and without it, plus a sha256 of every
+    Parquet file the merge reads (already in memory there; read first here)."""
+    import hashlib
+
+    from prunegen import analysis, records
+    from prunegen.config import load_study
+
+    study = load_study(study_path)
+    read = tuple(f"{k}.parquet" for k in ("summary", "history", "examples"))
+    analysis.scan(study, read_later=read)  # warm the page cache
+    t0 = time.process_time()
+    analysis.scan(study, read_later=read)
+    scan_on = time.process_time() - t0
+    saved = records._mismatch, records._self_checksum_ok
+    records._mismatch, records._self_checksum_ok = (lambda path, expected, data=None: None), (lambda meta: True)
+    try:
+        t0 = time.process_time()
+        analysis.scan(study, read_later=read)
+        scan_off = time.process_time() - t0
+    finally:
+        records._mismatch, records._self_checksum_ok = saved
+    blobs = [p.read_bytes() for c in study.cells() for p in (c.dir / n for n in read)]
+    t0 = time.process_time()
+    for data in blobs:
+        hashlib.sha256(data).hexdigest()
+    hashing = time.process_time() - t0
+    return {"scan_cpu_s": scan_on, "scan_noverify_cpu_s": scan_off, "sha256_cpu_s": hashing,
+            "bytes_hashed": sum(map(len, blobs)), "cpu_s": scan_on - scan_off + hashing}
 
 
 def check(grid: dict) -> dict:
@@ -248,19 +293,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes generating the grid")
     ap.add_argument("--how", default="cli,library", help="cli: `prunegen merge`; library: analysis.merge "
                     "in a bare interpreter (default: %(default)s)")
+    ap.add_argument("--verify", default="on,off", help="on: records verified (as shipped); off: verification "
+                    "switched off, for the ratio on/off (default: %(default)s)")
     args = ap.parse_args()
     params = {"levels": args.levels, "noise": [0.0, 0.05, 0.1, 0.2], "seeds": args.seeds, "version": 1}
     grid = generate(params, args.workers)
     result = {"cells": grid["cells"], "grid_bytes": grid["bytes"], "repeats": args.repeats,
               "target": {"wall_s": 30, "peak_rss_mb": 2048}, "cpus": os.cpu_count()}
-    hows = args.how.split(",")
+    modes = [(how, v == "on") for how in args.how.split(",") for v in args.verify.split(",")]
+    hows = [how if verify else f"{how}-noverify" for how, verify in modes]
     runs: dict[str, list[dict]] = {how: [] for how in hows}
     for i in range(args.repeats):
-        for how in hows:  # interleaved: both see the same background load
-            r = merge_once(grid["study"], how)
+        for how, (base, verify) in zip(hows, modes):  # interleaved: all see the same background load
+            r = merge_once(grid["study"], base, verify)
             runs[how].append(r)
             result["table_rows"] = check(grid)
-            print(f"  {how:7s} merge {i + 1}/{args.repeats}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
+            print(f"  {how:16s} merge {i + 1}/{args.repeats}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB, load {r['load_avg_1min']:.1f} "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in r['phases_s'].items())})", flush=True)
     for how in hows:
@@ -272,6 +320,24 @@ def main() -> None:
               f"{statistics.median(wall):.1f} s (min {min(wall):.1f}, max {max(wall):.1f}), CPU median "
               f"{statistics.median(cpu):.1f} s, peak RSS median {statistics.median(rss):.0f} MB (max {max(rss):.0f}), "
               f"{args.repeats} runs; target < 30 s, < 2048 MB")
+    for how in hows:
+        if f"{how}-noverify" in runs:  # verification's cost: paired per repeat, median of the ratios
+            on, off = runs[how], runs[f"{how}-noverify"]
+            ratio = {k: statistics.median(a[k] / b[k] for a, b in zip(on, off)) for k in ("wall_s", "cpu_s")}
+            of_medians = {k: statistics.median(a[k] for a in on) / statistics.median(b[k] for b in off)
+                          for k in ("wall_s", "cpu_s")}
+            result[f"{how}_verify_ratio"] = {"paired_median": ratio, "of_medians": of_medians}
+            print(f"{how:7s} merge with / without record verification: wall x{ratio['wall_s']:.3f}, "
+                  f"CPU x{ratio['cpu_s']:.3f} (median of {len(on)} paired ratios); ratio of medians: wall "
+                  f"x{of_medians['wall_s']:.3f}, CPU x{of_medians['cpu_s']:.3f}; target < x1.10")
+    work = result["verification_work"] = verification_work(grid["study"])
+    for how in hows:
+        if f"{how}-noverify" in runs:
+            base = statistics.median(r["cpu_s"] for r in runs[f"{how}-noverify"])
+            work[f"{how}_fraction_of_cpu"] = work["cpu_s"] / base
+            print(f"{how:7s} verification work timed alone: {work['cpu_s']:.2f} s CPU (scan {work['scan_cpu_s']:.2f} s "
+                  f"vs {work['scan_noverify_cpu_s']:.2f} s without, sha256 of {work['bytes_hashed'] / 2**20:.0f} MiB "
+                  f"{work['sha256_cpu_s']:.2f} s) = {work['cpu_s'] / base:.1%} of the merge's CPU without it")
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
     (out / "merge.json").write_text(json.dumps(result, indent=2) + "\n")

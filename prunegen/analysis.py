@@ -66,19 +66,21 @@ def _sparsity_of(study: Study, df: pd.DataFrame) -> np.ndarray:
     return nominal_sparsity(fraction.to_numpy(dtype=float), df["level"].to_numpy())
 
 
-def scan(study: Study, cells: list | None = None, verify: bool = False) -> pd.DataFrame:
+def scan(study: Study, cells: list | None = None, verify: bool = False,
+         read_later: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per grid cell (or per cell of `cells`, say a slice): keys, `cell_hash`
     (current), `dir`, `state` (complete / stale / corrupt / missing), `problem` (what is
-    corrupt) and `files` (the sizes and checksums its cell.json records). Reads each
+    corrupt), `files` (the sizes and checksums its cell.json records; None for a cell
+    written before checksums existed) and `verified` (False for such a cell). Reads each
     cell.json and stats its record files (sizes); `verify` checksums every record file
-    too. Sorted by keys."""
+    too; `read_later` (records.check) are left to the caller's checksum on read. Sorted by keys."""
     rows = []
     for cell in study.cells() if cells is None else cells:
         d = cell.dir  # a few path joins: built once per cell
-        st = records.check(d, cell.hash, verify)
+        st = records.check(d, cell.hash, verify, read_later)
         rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(d), "state": st.state, "problem": st.problem,
-                     "files": st.meta["files"] if st.state == "complete" else None})
-    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files"])
+                     "files": st.meta.get("files") if st.state == "complete" else None, "verified": st.verified})
+    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files", "verified"])
     df = df.astype({"noise": float, "seed": "int64", "level": "int64"})
     return df.sort_values(KEYS, ignore_index=True)
 
@@ -90,25 +92,32 @@ def _arm_rank(arms: pd.Series) -> pd.Series:
 def status(study: Study, grid: pd.DataFrame | None = None, verify: bool = False) -> pd.DataFrame:
     """Per benchmark and arm: how many grid cells are complete, stale (cell.json of
     another hash), corrupt (a record file that does not match its cell.json) and
-    missing. The corrupt cells' problems are in `.attrs["corrupt"]`."""
+    missing; `unverified`: of the complete ones, those written before checksums existed
+    (read as they are: nothing to verify them against). The corrupt cells' problems are
+    in `.attrs["corrupt"]`."""
     grid = scan(study, verify=verify) if grid is None else grid
     counts = (pd.crosstab([grid["benchmark"], grid["arm"]], grid["state"])
               .reindex(columns=list(STATES), fill_value=0).reset_index())
     counts.columns.name = None
     counts.insert(2, "cells", counts[list(STATES)].sum(axis=1))
+    legacy = grid[(grid["state"] == "complete") & ~grid["verified"].astype(bool)]
+    unverified = legacy.groupby(["benchmark", "arm"]).size()
+    counts.insert(4, "unverified", [int(unverified.get((b, a), 0)) for b, a in zip(counts["benchmark"], counts["arm"])])
     order = counts.assign(_r=_arm_rank(counts["arm"])).sort_values(["benchmark", "_r"]).index
-    out = counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", *STATES)})
+    out = counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", "unverified", *STATES)})
     out.attrs["corrupt"] = grid.loc[grid["state"] == "corrupt", "problem"].tolist()
     return out
 
 
 def format_status(df: pd.DataFrame) -> str:
-    total = {"benchmark": "total", "arm": "", **{c: int(df[c].sum()) for c in ("cells", *STATES)}}
+    columns = ("cells", *STATES) + (("unverified",) if "unverified" in df else ())
+    total = {"benchmark": "total", "arm": "", **{c: int(df[c].sum()) for c in columns}}
     table = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
     done = total["complete"] / total["cells"] if total["cells"] else 0.0
     corrupt = "".join(f"corrupt: {p}\n" for p in df.attrs.get("corrupt", []))
+    legacy = f", {total['unverified']} of them unverified: written before checksums" if total.get("unverified") else ""
     return (table.to_string(index=False) + f"\n\n{total['complete']} of {total['cells']} cells complete "
-            f"({done:.0%}), {total['stale']} stale, {total['missing']} missing, {total['corrupt']} corrupt\n"
+            f"({done:.0%}{legacy}), {total['stale']} stale, {total['missing']} missing, {total['corrupt']} corrupt\n"
             + (f"\n{corrupt}(the workflow re-runs corrupt cells and the cells after them)\n" if corrupt else ""))
 
 
@@ -190,8 +199,8 @@ def _read_cells(cells: pd.DataFrame, kind: str, pool: ThreadPoolExecutor, own_ep
     def one(d: str, f: dict | None) -> pa.Table | None:
         try:
             return _read_parquet(f"{d}/{kind}.parquet", expected=_expected(f, f"{kind}.parquet"))
-        except FileNotFoundError:
-            log.warning("no %s/%s.parquet: its cell is left out", d, kind)
+        except FileNotFoundError:  # its cell.json says it was written
+            corrupt.add(d, f"{d}/{kind}.parquet: missing")
         except records.CorruptRecordError as e:
             corrupt.add(d, str(e))
         return None
@@ -344,9 +353,8 @@ def _cell_subgroups(path: str, lookup: np.ndarray | None, expected: dict | None 
     """The cell's subgroup rows; the problem (a string) if its file is corrupt."""
     try:
         ex = _train_examples(path, expected)
-    except FileNotFoundError:
-        log.warning("no %s: its cell is left out of the subgroups table", path)
-        return []
+    except FileNotFoundError:  # its cell.json says it was written
+        return f"{path}: missing"
     except records.CorruptRecordError as e:
         return str(e)
     loss = ex["loss"].astype(np.float64)
@@ -392,11 +400,12 @@ def subgroups(study: Study, done: pd.DataFrame, workers: int | None = None,
             lookup = None
             if len(dense):
                 d, files = dense["dir"].iloc[0], dense["files"].iloc[0]
-                if os.path.exists(f"{d}/{name}"):
-                    try:
-                        lookup = loss_bins(f"{d}/{name}", expected=_expected(files, name))
-                    except records.CorruptRecordError as e:
-                        corrupt.add(d, str(e))
+                try:
+                    lookup = loss_bins(f"{d}/{name}", expected=_expected(files, name))
+                except FileNotFoundError:
+                    corrupt.add(d, f"{d}/{name}: missing")
+                except records.CorruptRecordError as e:
+                    corrupt.add(d, str(e))
             group = corrupt.drop(group)
             jobs = [(f"{d}/{name}", _expected(f, name)) for d, f in zip(group["dir"], group["files"])]
             results = pool.map(lambda job: _cell_subgroups(job[0], lookup, job[1]), jobs)
@@ -430,7 +439,8 @@ def merge(study: Study, out_dir: str | Path | None = None) -> dict[str, Path]:
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else study.root / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    grid = scan(study)
+    # The Parquet files are checksummed as they are read: the scan stats only model.pt and mask.pt
+    grid = scan(study, read_later=tuple(f"{kind}.parquet" for kind in ("summary", "history", "examples")))
     corrupt = Corrupt()
     for d, problem in zip(grid["dir"][grid["state"] == "corrupt"], grid["problem"][grid["state"] == "corrupt"]):
         corrupt.add(d, problem)

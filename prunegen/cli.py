@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
         if name == "status":
             p.add_argument("--verify", action="store_true",
-                           help="checksum every record file (default: compare sizes, as a dry run does)")
+                           help="checksum every record file (default: compare sizes and mtimes with cell.json and "
+                                "checksum only a file whose mtime changed, as the workflow does)")
             p.add_argument("--watch", action="store_true",
                            help="join the grid with the study's SLURM jobs (queued, pending with SLURM's reason, "
                                 "running with the epoch reached, completed, failed with the log) and refresh "

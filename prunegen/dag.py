@@ -76,20 +76,49 @@ def resources(study: Study, w) -> dict:
     return r
 
 
-def set_aside_corrupt(study: Study) -> list[str]:
-    """Rename the completion marker of every corrupt grid cell to `cell.json.corrupt`,
-    so that Snakemake, which finds the cell's output missing, re-runs it and the cells
-    after it in its chain (as for a deleted cell). Nothing else is touched: the records
-    stay for inspection until the re-run overwrites them. The check is the cheap one,
-    per cell one cell.json read and a stat per record file (sizes and modification
-    times; a file modified since it was written is checksummed). Returns the problems."""
-    found = []
-    for c in study.cells():
+def corrupt_cells(study: Study, select: str | None = None) -> dict[str, str]:
+    """Cell folder -> problem, for every corrupt cell of the grid (or of the slice
+    `select`), each logged with what the workflow does about it. Writes nothing. The
+    check is the cheap one: per cell one cell.json read and a stat per record file; a file
+    whose size and mtime match its cell.json is trusted, one whose mtime changed is
+    checksummed (a copy that lost its mtimes is not corrupt). So a rewritten file is
+    caught here, and a full checksum is left to readers (merge, child cells) and to
+    `prunegen status --verify`."""
+    found = {}
+    for c in selected_cells(study, select):
         state = records.check(c.dir, c.hash)
-        if state.state == "corrupt":
-            marker = c.dir / COMPLETE_MARKER
-            os.replace(marker, marker.with_name(records.SET_ASIDE))
-            log.warning("corrupt record %s: %s will be re-run (its cell.json is now %s)",
-                        state.problem, c.label, records.SET_ASIDE)
-            found.append(state.problem)
+        if state.state == "corrupt" and (c.dir / COMPLETE_MARKER).exists():  # not set aside already
+            found[str(c.dir)] = state.problem
+            log.warning("corrupt record %s: %s is re-run with the cells after it in its chain "
+                        "(a real run renames its %s to %s first)", state.problem, c.label, COMPLETE_MARKER,
+                        records.SET_ASIDE)
     return found
+
+
+def set_aside(cell_dir: str | Path) -> None:
+    """Rename a corrupt cell's cell.json to cell.json.corrupt: Snakemake finds the cell's
+    output missing and re-runs it and the cells after it (as for a deleted cell), and the
+    cell reads as corrupt, never complete, until it is. The records stay for inspection
+    until the re-run overwrites them."""
+    marker = Path(cell_dir) / COMPLETE_MARKER
+    os.replace(marker, marker.with_name(records.SET_ASIDE))
+    log.warning("%s: set aside as %s, to be re-run", marker, records.SET_ASIDE)
+
+
+def set_aside_all(corrupt: dict[str, str]) -> None:
+    for d in corrupt:
+        set_aside(d)
+
+
+def set_aside_markers(corrupt: dict[str, str]) -> list[str]:
+    """Dry run: the set-aside markers of the corrupt cells, as targets. (As mere inputs,
+    Snakemake would not make them: their consumers look up to date.)"""
+    return [str(Path(d) / records.SET_ASIDE) for d in corrupt]
+
+
+def set_aside_inputs(corrupt: dict[str, str], study: Study, w) -> list[str]:
+    """Dry run: a corrupt cell's job also reads its set-aside marker, which the
+    set_aside job makes, so Snakemake lists the cell (and the cells after it) as a job
+    whose input is updated."""
+    d = cell(study, w).dir
+    return [str(d / records.SET_ASIDE)] if str(d) in corrupt else []

@@ -82,6 +82,13 @@ def _stale(path: Path, holder: dict) -> bool:
     return age > STALE_S
 
 
+def live_holder(folder: Path) -> dict | None:
+    """Who holds the cell folder's lock, if a live process does (None: free, or stale)."""
+    path = Path(folder) / LOCK_NAME
+    holder = _read(path)
+    return None if holder is None or _stale(path, holder) else holder
+
+
 class CellLock:
     """Hold with `with CellLock(folder, label):`; raises CellLockedError naming the holder."""
 

@@ -136,9 +136,20 @@ def write_cell_json(meta: dict, cell_dir: Path, files: tuple[str, ...] = RECORD_
     write_json(meta, cell_dir / COMPLETE_MARKER)
 
 
+def is_legacy(meta: dict) -> bool:
+    """A cell.json written before record checksums existed: complete, but unverifiable."""
+    return "files" not in meta and _SELF not in meta
+
+
+def _self_checksum_ok(meta: dict) -> bool:
+    return hashlib.new(CHECKSUM, _canonical(meta)).hexdigest() == meta[_SELF]
+
+
 def read_cell_json(cell_dir: Path) -> dict | None:
     """The cell's verified cell.json; None if there is none. Raises CorruptRecordError
-    naming the file when it is truncated, garbled or lacks its checksums."""
+    naming the file when it is truncated or garbled. One written before checksums
+    existed (no `files`, no self-checksum: `is_legacy`) is returned as it is, so that
+    upgrading prunegen does not re-run a finished grid."""
     path = cell_dir / COMPLETE_MARKER
     try:
         raw = path.read_bytes()
@@ -148,22 +159,31 @@ def read_cell_json(cell_dir: Path) -> dict | None:
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptRecordError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or _SELF not in meta or not isinstance(meta.get("files"), dict):
-        raise CorruptRecordError(f"{path}: has no record checksums (garbled, or written before they existed)")
-    if hashlib.new(CHECKSUM, _canonical(meta)).hexdigest() != meta[_SELF]:
+    if not isinstance(meta, dict) or "cell_hash" not in meta:
+        raise CorruptRecordError(f"{path}: not a cell record (no cell_hash; garbled)")
+    if is_legacy(meta):
+        return meta
+    if _SELF not in meta or not isinstance(meta.get("files"), dict):
+        raise CorruptRecordError(f"{path}: has only part of its record checksums (garbled)")
+    if not _self_checksum_ok(meta):
         raise CorruptRecordError(f"{path}: its content does not match its own checksum (garbled)")
     return meta
 
 
 def _mismatch(path: Path, expected: dict, data: bytes | None = None) -> str | None:
-    """Why `path` is not the file recorded as `expected` (None if it is): a size check
-    from one stat, and a checksum when `data` is given or the file was rewritten."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"{path}: missing"
-    if st.st_size != expected["size"]:
-        return f"{path}: {st.st_size} bytes, {expected['size']} recorded (truncated or overwritten)"
+    """Why `path` is not the file recorded as `expected` (None if it is). Given its bytes
+    `data` (a reader's), their size and checksum; else one stat, trusted when size and
+    mtime match, and a checksum of the file when its mtime changed."""
+    if data is not None:
+        size = len(data)
+    else:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return f"{path}: missing"
+        size = st.st_size
+    if size != expected["size"]:
+        return f"{path}: {size} bytes, {expected['size']} recorded (truncated or overwritten)"
     if data is None and st.st_mtime_ns == expected.get("mtime_ns"):
         return None  # unchanged since it was checksummed: the cheap check stops here
     if data is None:
@@ -181,12 +201,14 @@ class State:
     state: str                  # complete, stale, corrupt or missing
     problem: str | None = None  # corrupt: the file and what is wrong with it
     meta: dict | None = None    # the verified cell.json, when it is readable
+    verified: bool = True       # False: complete, but written before checksums (nothing to verify against)
 
 
-def check(cell_dir: Path, cell_hash: str, verify: bool = False) -> State:
+def check(cell_dir: Path, cell_hash: str, verify: bool = False, read_later: tuple[str, ...] = ()) -> State:
     """Where a cell stands. Cheap by default: cell.json is verified, and every record
     file's size (and modification time) is compared with it; a file whose mtime
-    changed is checksummed. `verify` checksums every file."""
+    changed is checksummed. `verify` checksums every file. `read_later`: files the
+    caller reads and checksums anyway (the merge's Parquet files), not looked at here."""
     try:
         meta = read_cell_json(cell_dir)
     except CorruptRecordError as e:
@@ -198,10 +220,17 @@ def check(cell_dir: Path, cell_hash: str, verify: bool = False) -> State:
         return State("missing")
     if meta.get("cell_hash") != cell_hash:
         return State("stale", meta=meta)
+    if is_legacy(meta):  # no checksums to compare with: its record files must at least be there
+        for name in RECORD_FILES:
+            if not (cell_dir / name).exists():
+                return State("corrupt", f"{cell_dir / name}: missing", meta)
+        return State("complete", meta=meta, verified=False)
     for name in dict.fromkeys([*RECORD_FILES, *meta["files"]]):  # + rewind.pt where dense saved one
         expected = meta["files"].get(name)
         if expected is None:
             return State("corrupt", f"{cell_dir / COMPLETE_MARKER}: records no checksum of {name}", meta)
+        if name in read_later and not verify:
+            continue
         path = cell_dir / name
         problem = _mismatch(path, expected, path.read_bytes() if verify and path.exists() else None)
         if problem:
@@ -220,6 +249,11 @@ def read_verified(cell_dir: Path, name: str, meta: dict | None = None) -> bytes:
     path = cell_dir / name
     if meta is None:
         raise CorruptRecordError(f"{path}: its cell has no {COMPLETE_MARKER}")
+    if is_legacy(meta):  # written before checksums: read as it is (a parse error still names it)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptRecordError(f"{path}: missing") from None
     expected = meta["files"].get(name)
     if expected is None:
         raise CorruptRecordError(f"{path}: {cell_dir / COMPLETE_MARKER} records no checksum of it")
@@ -239,13 +273,20 @@ def load_torch(cell_dir: Path, name: str, meta: dict | None = None) -> Any:
 
     import torch
 
-    return torch.load(io.BytesIO(read_verified(cell_dir, name, meta)), map_location="cpu", weights_only=True)
+    data = read_verified(cell_dir, name, meta)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # a file without a checksum to compare with (legacy): still one clear error
+        raise CorruptRecordError(f"{cell_dir / name}: not a readable torch file ({e})") from None
 
 
 def read_parquet_verified(cell_dir: Path, name: str, meta: dict | None = None,
                           columns: list[str] | None = None) -> pa.Table:
     data = read_verified(cell_dir, name, meta)
-    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+    try:
+        return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+    except (pa.ArrowException, OSError) as e:
+        raise CorruptRecordError(f"{cell_dir / name}: not a readable Parquet file ({e})") from None
 
 
 def read(cells_root: Path, kind: str, columns: list[str] | None = None) -> pa.Table:

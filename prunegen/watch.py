@@ -87,12 +87,6 @@ def cell_log_path(cell: Cell) -> Path:
     return cell.study.root / "logs" / "cells" / f"{cell.relpath}.log"
 
 
-def _locked_by_live_process(cell: Cell) -> bool:
-    path = cell.dir / lock.LOCK_NAME
-    holder = lock._read(path)
-    return holder is not None and not lock._stale(path, holder)
-
-
 Poll = Callable[[list[str]], dict]
 
 
@@ -125,7 +119,7 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
             cell_log = cell_log_path(c)  # the rule's log: where run-cell's own error is
             where = f"log {log_path}" + (f", cell log {cell_log}" if cell_log.exists() else "")
             out.append(CellView(c, "failed", f"{what}; {where}", job.job_id, epochs_done(c), epochs))
-        elif _locked_by_live_process(c):
+        elif lock.live_holder(c.dir) is not None:
             out.append(CellView(c, "running", "local", "", epochs_done(c), epochs))
         else:
             out.append(CellView(c, "queued", checks[c.relpath].state, "", epochs_done(c), epochs))

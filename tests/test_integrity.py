@@ -61,15 +61,27 @@ def test_a_corrupt_record_is_named_by_status_merge_and_a_childs_run_cell(done, t
 
 
 @pytest.mark.parametrize("name", ["model.pt", "history.parquet"])
-def test_a_garbled_file_with_its_mtime_restored_is_caught_when_read_or_verified(done, tmp_path, name, capsys):
+def test_a_garbled_file_with_its_mtime_restored_is_caught_when_read_or_verified(done, tmp_path, name, capsys,
+                                                                              caplog):
     shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
     study = load_study(SMOKE, {"results_root": str(tmp_path)})
     cell = study.cell("digits-mlp", "imp", 1, 0.0, 0)
     path, st = cell.dir / name, (cell.dir / name).stat()
-    corrupt(path, "garbled")
+    if name.endswith(".parquet"):  # garbled where it still parses (the footer's writer name): only a checksum sees it
+        data = path.read_bytes()
+        assert b"parquet-cpp-arrow" in data
+        path.write_bytes(data.replace(b"parquet-cpp-arrow", b"parquet-cpp-ARROW"))
+    else:
+        corrupt(path, "garbled")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert analysis.status(study).set_index("arm").loc["imp", "corrupt"] == 0  # the cheap check cannot see it
     assert analysis.status(study, verify=True).set_index("arm").loc["imp", "corrupt"] == 1
+    with caplog.at_level(logging.WARNING, logger="prunegen"):  # the merge checksums the files it reads
+        import pandas as pd
+        summary = pd.read_parquet(analysis.merge(study)["summary"])
+    read = name.endswith(".parquet")
+    assert sorted(summary.arm) == (["dense"] if read else ["dense", "imp"])
+    assert any(str(path) in r.getMessage() for r in caplog.records) == read
     rc = cli.main(["run-cell", "--study", str(SMOKE), "--results-root", str(tmp_path), "--benchmark", "digits-mlp",
                    "--arm", "imp", "--level", "2", "--noise", "0.0", "--seed", "0"])
     assert rc == 2 and str(path) in capsys.readouterr().err
@@ -94,3 +106,57 @@ def test_a_live_lock_names_its_holder_and_a_dead_or_silent_one_is_broken(tmp_pat
     with lock.CellLock(folder):  # a live holder in this very process blocks a second one
         with pytest.raises(lock.CellLockedError, match=f"pid {os.getpid()}"):
             lock.CellLock(folder).acquire()
+
+
+def legacy(cell_dir):
+    """Rewrite cell.json as prunegen wrote it before record checksums existed."""
+    meta = json.loads((cell_dir / "cell.json").read_text())
+    del meta["files"], meta["cell_json_sha256"]
+    records.write_json(meta, cell_dir / "cell.json")
+
+
+def test_a_cell_written_before_checksums_is_complete_unverified_and_read_by_merge_and_children(done, tmp_path,
+                                                                                             capsys):
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    for arm, level in (("dense", 0), ("imp", 1)):
+        legacy(study.cell("digits-mlp", arm, level, 0.0, 0).dir)
+    for verify in (False, True):
+        status = analysis.status(study, verify=verify).set_index("arm")
+        assert status.loc["imp", ["complete", "unverified", "corrupt"]].tolist() == [1, 1, 0]
+        assert status.loc["dense", ["complete", "unverified"]].tolist() == [1, 1]
+    assert "2 of them unverified: written before checksums" in analysis.format_status(status.reset_index())
+
+    import pandas as pd
+    summary = pd.read_parquet(analysis.merge(study)["summary"])
+    assert sorted(summary.arm) == ["dense", "imp"]
+
+    args = ["--study", str(SMOKE), "--results-root", str(tmp_path), "--benchmark", "digits-mlp", "--noise", "0.0",
+            "--seed", "0"]
+    imp1 = study.cell("digits-mlp", "imp", 1, 0.0, 0).dir
+    before = (imp1 / "model.pt").stat().st_mtime_ns
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "1"]) == 0  # complete: not run again
+    assert (imp1 / "model.pt").stat().st_mtime_ns == before
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "2"]) == 0  # reads its legacy parent
+    assert analysis.status(study).set_index("arm").loc["imp", ["complete", "unverified"]].tolist() == [2, 1]
+
+    # no checksum to compare with, yet a truncated legacy file gets one clear error naming it
+    shutil.rmtree(study.cell("digits-mlp", "imp", 2, 0.0, 0).dir)
+    (imp1 / "model.pt").write_bytes((imp1 / "model.pt").read_bytes()[:100])
+    capsys.readouterr()
+    assert cli.main(["run-cell", *args, "--arm", "imp", "--level", "2"]) == 2
+    assert str(imp1 / "model.pt") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["history.parquet", "examples.parquet", "summary.parquet"])
+def test_a_missing_parquet_file_leaves_its_cell_out_of_the_merge(done, tmp_path, name, caplog):
+    """The merge checksums its Parquet files as it reads them (its scan does not stat them)."""
+    shutil.copytree(done.root / "cells", tmp_path / done.name / "cells")
+    study = load_study(SMOKE, {"results_root": str(tmp_path)})
+    path = study.cell("digits-mlp", "imp", 1, 0.0, 0).dir / name
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="prunegen"):
+        merged = analysis.merge(study)
+    import pandas as pd
+    assert all(set(pd.read_parquet(merged[t]).arm) == {"dense"} for t in ("summary", "history", "subgroups"))
+    assert any(f"{path}: missing" in r.getMessage() for r in caplog.records)

@@ -3,6 +3,7 @@
 rule merge:
     input:
         dag.grid_markers(STUDY, SELECT),
+        dag.set_aside_markers(SET_ASIDE),
     output:
         expand(f"{ROOT}/tables/{{table}}.{{ext}}", table=dag.TABLES, ext=("parquet", "csv")),
         report(f"{ROOT}/tables/compute.html", caption="../report/compute.rst", category="Compute"),

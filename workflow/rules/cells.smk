@@ -4,6 +4,8 @@
 rule cell:
     input:
         lambda w: dag.parent_inputs(STUDY, w),
+        # dry run: a corrupt cell waits for its set_aside job (see the Snakefile)
+        lambda w: dag.set_aside_inputs(SET_ASIDE, STUDY, w),
     output:
         **dag.cell_outputs(ROOT),
     params:
@@ -22,3 +24,13 @@ rule cell:
         "OMP_NUM_THREADS={threads} {PRUNEGEN} run-cell {STUDY_ARGS} --benchmark {wildcards.benchmark}"
         " --arm {wildcards.arm} --level {wildcards.level} --noise {wildcards.noise} --seed {wildcards.seed}"
         " > {log} 2>&1"
+
+
+# In a dry run, the rename of a corrupt cell's cell.json to cell.json.corrupt, which a
+# real run does as it starts (see the Snakefile); should it run, it does the same.
+rule set_aside:
+    output:
+        f"{ROOT}/cells/{dag.CELL_PATTERN}/{records.SET_ASIDE}",
+    localrule: True
+    run:
+        dag.set_aside(dag.cell(STUDY, wildcards).dir)
