@@ -22,7 +22,6 @@ prunegen.controls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn

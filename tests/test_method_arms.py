@@ -36,15 +36,20 @@ def test_the_smoke_study_defines_one_arm_per_method():
         ["magnitude", "magnitude_layerwise", "random_global", "snip", "grasp", "synflow"])
 
 
+def assert_documented_records(c):
+    """Complete, with the history, examples and summary Parquet files of the documented schemas."""
+    assert records.is_complete(c.dir, c.hash)
+    for name, schema in (("history", records.HISTORY), ("examples", records.EXAMPLES),
+                         ("summary", records.SUMMARY)):
+        assert pq.read_schema(c.dir / f"{name}.parquet").names == schema.names
+
+
 @pytest.mark.parametrize("arm", DEFINED)
 def test_every_defined_arm_writes_the_documented_records_and_keeps_exactly_keep(run, arm):
     _, study = run
     for level in (1, 2):
         c = cell(study, arm, level)
-        assert records.is_complete(c.dir, c.hash)
-        for name, schema in (("history", records.HISTORY), ("examples", records.EXAMPLES),
-                             ("summary", records.SUMMARY)):
-            assert pq.read_schema(c.dir / f"{name}.parquet").names == schema.names
+        assert_documented_records(c)
         summary = pq.read_table(c.dir / "summary.parquet").to_pylist()[0]
         mask = torch.load(c.dir / "mask.pt", weights_only=True)
         total = sum(m.numel() for m in mask.values())
@@ -121,10 +126,7 @@ def test_every_control_arm_writes_the_documented_records(run, arm):
     _, study = run
     for level in (1, 2):
         c = cell(study, arm, level)
-        assert records.is_complete(c.dir, c.hash)
-        for name, schema in (("history", records.HISTORY), ("examples", records.EXAMPLES),
-                             ("summary", records.SUMMARY)):
-            assert pq.read_schema(c.dir / f"{name}.parquet").names == schema.names
+        assert_documented_records(c)
         meta = records.read_cell_json(c.dir)
         if c.base.startswith("tie"):  # the removed examples are a checksummed record of the cell
             assert pq.read_schema(c.dir / tie.REMOVED_FILE).names == tie.REMOVED.names

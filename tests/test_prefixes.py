@@ -5,7 +5,6 @@ counts the cycles saved."""
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 from prunegen import prefixes, records
@@ -96,13 +95,13 @@ def test_plan_reports_cycles_with_and_without_sharing_on_the_paper_grid():
     widths = [prefixes.width(s.cell("cifar10-resnet20", "downscaled_extended", k, 0.0, 0)) for k in range(1, 19)]
     assert widths == [14, 13, 11, 10, 9, 8, 7, 7, 6, 5, 5, 4, 4, 3, 3, 3, 2, 2]  # as the issue measured
     per_chain_set = sum(range(2, 20))  # 189 cycles per (noise, seed) without sharing
-    runs = [len([w for w in widths if w == v]) for v in dict.fromkeys(widths)]
-    # each run of r same-width levels starting at level j: j+1 - 1 (downscaled) ... as computed by hand:
+    runs = [len([w for w in widths if w == v]) for v in dict.fromkeys(widths)]  # same-width levels, in order
+    # by hand: a run of r levels starting at level k trains k cycles at its first level (k+1,
+    # less downscaled L_k's one) and one cycle at each further level (on top of the previous)
     shared = 0
     k = 1
     for r in runs:
-        shared += k  # the first level of the run: k+1 cycles, less downscaled's one
-        shared += r - 1  # every further level: one cycle on top of the previous
+        shared += k + r - 1
         k += r
     sets = 3 * 7  # noise x seeds of paper.yaml
     assert resnet["downscaled_extended"]["cycles_unshared"] == per_chain_set * sets
@@ -111,11 +110,11 @@ def test_plan_reports_cycles_with_and_without_sharing_on_the_paper_grid():
     print(f"\npaper.yaml cycles: {p['cycles_unshared']:,} unshared, {p['cycles']:,} shared")
 
 
-@pytest.mark.parametrize("arm", ["downscaled_extended"])
-def test_a_study_without_downscaled_trains_from_scratch_except_same_width_levels(tmp_path, arm):
+def test_a_study_without_downscaled_trains_from_scratch_except_same_width_levels(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(STUDY.format(share="true").replace("arms: [dense, downscaled, downscaled_extended]",
                                                       "arms: [dense, downscaled_extended]"))
     s = load_study(path, {"results_root": str(tmp_path / "r")})
-    parents = [[(p.arm, p.level) for p in s.cell("digits-tiny", arm, k, 0.0, 0).parents()] for k in range(1, 7)]
+    parents = [[(p.arm, p.level) for p in s.cell("digits-tiny", "downscaled_extended", k, 0.0, 0).parents()]
+               for k in range(1, 7)]
     assert parents == [[], [], [], [], [("downscaled_extended", 4)], []]
