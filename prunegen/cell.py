@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, arms, prefixes, pruning, records
+from . import __version__, arms, machine, prefixes, pruning, records
 from .config import CHAIN_ARMS, Cell, Study
 from .data import load_dataset
 from .lock import CellLock
@@ -160,6 +160,8 @@ def _run(cell: Cell, device: str | None) -> Path:
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
         "continued_from": None if prefix is None else {"cell": prefix.relpath, "cell_hash": prefix.hash},
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+        "machine": machine.describe(torch.get_num_threads(),
+                                    torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
     }, out, files)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import records
+from .. import machine, records
 from ..config import Study
 from . import paper, rules
 from .paper import CLAIMS
@@ -43,10 +43,14 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     from ..plan import cycles_of
 
     epochs_per_cycle = summary["benchmark"].map({b: bm.train.epochs for b, bm in study.benchmarks.items()})
-    job_seconds, starts, ends, cycles = 0.0, [], [], []
+    job_seconds, starts, ends, cycles, machines = 0.0, [], [], [], {}
     for row in summary.itertuples():
         cell = study.cell(row.benchmark, row.arm, int(row.level), float(row.noise), int(row.seed))
         cycles.append(cycles_of(cell))  # the cycles this cell trained itself
+        m = (records.read_cell_json(cell.dir) or {}).get("machine")
+        what = machine.label(m) if m else "not recorded"
+        hosts, n = machines.get(what, (set(), 0))
+        machines[what] = (hosts | {m["host"]} if m else hosts, n + 1)
         tsv, marker = study.root / "benchmarks" / "cells" / f"{cell.relpath}.tsv", cell.dir / records.COMPLETE_MARKER
         if tsv.is_file() and marker.is_file():
             seconds = float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
@@ -59,6 +63,9 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
         "cell_seconds": float(summary["wall_seconds"].sum()),
         "job_seconds": job_seconds if ends else float("nan"),
         "wall_seconds": max(ends) - min(starts) if ends else float("nan"),
+        "machines": "; ".join(f"{what} ({n} cell{'s' if n != 1 else ''}"
+                              + (f" on {len(hosts)} host{'s' if len(hosts) != 1 else ''})" if hosts else ")")
+                              for what, (hosts, n) in sorted(machines.items(), key=lambda kv: -kv[1][1])),
     }])
 
 
@@ -402,7 +409,8 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
         f"{compute['cells']} cells, {compute['epochs']} training epochs (each counted once), "
         f"{_duration(compute['cell_seconds'])} inside the cells, {_duration(compute['job_seconds'])} of jobs "
         f"(with process start), {_duration(compute['wall_seconds'])} wall clock from the first job's start "
-        "to the last cell's end.",
+        "to the last cell's end."
+        + (f" Machines (from each cell's record): {compute['machines']}." if compute.get("machines") else ""),
         "",
     ]
     for b in benchmarks:
