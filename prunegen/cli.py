@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _study_arg(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,8 @@ def cmd_figures(args) -> None:
 def cmd_results(args) -> None:
     from .verdicts.page import build
 
-    for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables):
+    for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables, since=args.since,
+                      since_label=args.since_label):
         print(path)
 
 
@@ -69,8 +71,6 @@ def cmd_status(args) -> None:
 
     study = _load(args)
     if args.watch:
-        from pathlib import Path
-
         from . import watch
 
         watch.watch(study, cells(study, args.select), workdir=Path(args.workdir), interval_s=args.interval,
@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                    "under results/<study>/ (default: %(default)s)")
     p.add_argument("--from-page-tables", action="store_true",
                    help="render from the table copies already beside the page (no results/ needed)")
+    p.add_argument("--since", type=Path, help="an earlier page's verdicts.parquet: the page gets a \"What "
+                   "changed\" section, verdict by verdict (the records are kept beside the page)")
+    p.add_argument("--since-label", help="how the page names that earlier judgement (default: its path)")
     p.set_defaults(func=cmd_results)
 
     args = parser.parse_args(argv)

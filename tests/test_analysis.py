@@ -277,6 +277,13 @@ def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp
         dense = row(head, noise=noise, arm="dense", level=0)
         assert f"| {noise:g} | {page.with_ci(dense, 'test_error')} |" in text
     assert f"{len(tables['summary'])} cells" in text
+    # the machines, from each cell's own record: these ran in this process, one thread each
+    from prunegen import machine
+
+    m = json.loads(next(study.root.glob("cells/**/cell.json")).read_text())["machine"]
+    assert m["torch_threads"] == 1
+    n = len(tables["summary"])
+    assert f"Machines (from each cell's record): {machine.label(m)} ({n} cells on 1 host)." in text
     verdicts = page.judge(study, tables)
     for r in rules.summarize(verdicts, ["digits-mlp"]).itertuples():
         assert f"| `digits-mlp` | {r.claim}. {r.title} |" in text and text.count(f"| {r.verdict} |") >= 1

@@ -4,6 +4,7 @@ determinism and resume after SIGKILL."""
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def test_every_arm_writes_every_record_with_the_documented_columns(chains, arm):
     meta = json.loads((d / "cell.json").read_text())
     assert meta["cell_hash"] == cell.hash and meta["hparams"]["train"]["lr"] == 0.05
     assert meta["versions"]["torch"] == torch.__version__
+    m = meta["machine"]  # what it ran on, for the results page's compute section
+    assert m["host"] == platform.node() and m["cpus"] == len(os.sched_getaffinity(0))
+    assert m["torch_threads"] == torch.get_num_threads() and m["gpu"] is None and m["cpu"]
     state = torch.load(d / "model.pt", weights_only=True)
     mask = torch.load(d / "mask.pt", weights_only=True)
     for name, m in mask.items():  # the saved weights hold the zeros of the saved mask
@@ -378,3 +382,16 @@ def test_a_conv_model_trains_on_cuda_channels_last_in_bf16_with_fp32_masters(tmp
     assert len(history) == 2 and all(math.isfinite(h["train_loss"]) for h in history)
     for n, m in mask.items():
         assert not model.get_parameter(n)[m == 0].any(), n
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_the_label_says_cpus_and_threads(tmp_path):
+    from prunegen import machine
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\n")
+    assert machine.cpu_model(info) == "AMD EPYC 7B13"
+    assert machine.cpu_model(tmp_path / "absent") == (platform.processor() or platform.machine())
+    m = {"cpu": "AMD EPYC 7B13", "cpus": 2, "torch_threads": 1, "gpu": None}
+    assert machine.label(m) == "2 x AMD EPYC 7B13 CPUs, 1 torch thread per cell"
+    assert machine.label({**m, "cpus": 1, "torch_threads": 4, "gpu": "NVIDIA H200"}) == \
+        "1 x AMD EPYC 7B13 CPU, 4 torch threads per cell, GPU NVIDIA H200"

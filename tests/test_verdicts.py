@@ -220,10 +220,8 @@ def _assert_bounded(drawn) -> None:
         assert (low >= low_bound).all() and (high <= high_bound).all(), r["metric"]
 
 
-def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
-    """Three benchmarks on one page: every number of a section is in that benchmark's rows."""
-    from test_analysis import page_numbers_in_tables
-
+def _three_benchmark_study(tmp_path):
+    """A study file naming the constructed benchmarks, and their tables where `results` reads them."""
     raw = __import__("yaml").safe_load((REPO / "workflow" / "studies" / "smoke.yaml").read_text())
     first = raw["benchmarks"].pop("digits-mlp")
     raw["benchmarks"] = {b: first for b in SIGN}
@@ -236,6 +234,80 @@ def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
     for name, df in derived(s).items():
         df.to_parquet(tables_dir / f"{name}.parquet")
     page.compute_table(study, s).to_parquet(tables_dir / "compute.parquet")
+    return study, tables_dir
+
+
+def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
+    """Three benchmarks on one page: every number of a section is in that benchmark's rows."""
+    from test_analysis import page_numbers_in_tables
+
+    study, tables_dir = _three_benchmark_study(tmp_path)
     text = page.build(study, tmp_path / "results.md", "study.yaml", refresh=False)[0].read_text()
     for b in SIGN:
         assert page_numbers_in_tables(text, tables_dir, b) == []
+    assert "What changed" not in text  # no earlier verdicts given
+
+
+def _earlier(now: pd.DataFrame) -> pd.DataFrame:
+    """Earlier verdicts with known differences: `agrees` judged on 2 seeds with intervals 10
+    times wider (every place inconclusive) except claim 1, whose means had the other sign
+    (did not hold); `opposes` judged exactly as now; `unclear` not judged at all."""
+    agrees = now[now["benchmark"] == "agrees"].copy()
+    half = (agrees["ci_high"] - agrees["ci_low"]) / 2
+    wide = np.where(half > 0, 10 * half, 2 * agrees["mean"].abs())  # claim 5's seeds agree exactly: no spread
+    agrees = agrees.assign(n_seeds=2, ci_low=agrees["mean"] - wide, ci_high=agrees["mean"] + wide,
+                           verdict=INCONCLUSIVE)
+    one = agrees["claim"] == "1"
+    agrees.loc[one, ["mean", "ci_low", "ci_high"]] = -agrees.loc[one, ["mean", "ci_high", "ci_low"]].to_numpy()
+    agrees.loc[one, "ci_low"] = agrees.loc[one, "mean"] - half[one]  # a tight interval on the other side
+    agrees.loc[one, "ci_high"] = agrees.loc[one, "mean"] + half[one]
+    agrees.loc[one, "verdict"] = NOT_HELD
+    return pd.concat([agrees, now[now["benchmark"] == "opposes"]], ignore_index=True)
+
+
+def test_what_changed_says_which_verdicts_moved_and_why(verdicts):
+    from prunegen.verdicts import changes
+
+    c = changes.compare(_earlier(verdicts), verdicts).set_index(["benchmark", "claim"])
+    places = verdicts.groupby(["benchmark", "claim"]).size()
+    for claim in ("2", "3", "4a", "4b", "5"):  # inconclusive on 2 seeds, held on 3: narrower intervals
+        r = c.loc["agrees", claim]
+        assert (r.before, r.now, r.moved) == (INCONCLUSIVE, HELD, True)
+        assert (r.places_moved, r.narrower, r.sign_changed, r.wider) == (places["agrees", claim], places["agrees", claim], 0, 0)
+        assert r.seeds_before == 2 and r.seeds_now == 3
+        assert f"inconclusive -> held at {int(r.places_moved)}" in r.why
+        if claim != "5":  # claim 5's interval now has no width: no ratio to give
+            assert r.width_ratio == pytest.approx(10) and "10.0 times narrower" in r.why
+        else:
+            assert np.isnan(r.width_ratio) and "times narrower" not in r.why
+    r = c.loc["agrees", "1"]  # did not hold before, held now: the means changed sign
+    assert (r.before, r.now, r.places_moved, r.sign_changed, r.narrower) == (NOT_HELD, HELD, 3, 3, 0)
+    assert "did not hold -> held at 3" in r.why and "mean changed sign" in r.why
+    for claim in ("1", "2", "3", "4a", "4b", "5"):
+        r = c.loc["opposes", claim]
+        assert not r.moved and r.places_moved == 0 and r.why == "unchanged at every place judged"
+        r = c.loc["unclear", claim]  # new: inconclusive like the earlier `agrees`, unlike `opposes`
+        assert pd.isna(r.before) and not r.moved
+        assert r.why == ("new benchmark; differs from `agrees` (did not hold), `opposes` (did not hold)"
+                         if claim == "1" else "new benchmark; agrees with `agrees`; differs from `opposes` (did not hold)")
+
+
+def test_the_page_shows_what_changed_and_regenerates_from_the_records_kept_beside_it(tmp_path, verdicts):
+    study, tables_dir = _three_benchmark_study(tmp_path)
+    old = tmp_path / "old_verdicts.parquet"
+    _earlier(verdicts).to_parquet(old)
+    built = page.build(study, tmp_path / "results.md", "study.yaml", refresh=False)
+    text = built[0].read_text()
+    assert "What changed" not in text
+    page.collect(study, tables_dir, tmp_path / "results" / "smoke" / "tables", since=old, since_label="the 2-seed page")
+    text = page.render(study, tmp_path / "results.md", tables_dir, tables_dir.parent / "figures", "study.yaml")[0].read_text()
+    section = text.split("## What changed since the 2-seed page")[1].split("\n## ")[0]
+    assert "6 of 12 verdicts judged both times moved; `unclear` is new." in section
+    assert "| `agrees` | 1. Pruning reaches a lower test error than dense | did not hold | held | 3 of 3 places moved" in section
+    assert "| `unclear` | 5. The best sparsity rises with label noise | - | inconclusive | new benchmark" in section
+    again = page.build(study, tmp_path / "results.md", "study.yaml", refresh=False)[0].read_text()
+    assert again == text  # the earlier records stay beside the page
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"claim": ["1"]}).to_parquet(bad)
+    with pytest.raises(page.TablesError, match=f"{bad}: not verdict records"):
+        page.collect(study, tables_dir, tables_dir, since=bad)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import machine, records
 from ..config import Study
-from . import paper, rules
+from . import changes, paper, rules
 from .paper import CLAIMS
 from .stats import INCONCLUSIVE, MAX_SEEDS, t_quantile
 
@@ -69,14 +69,20 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     }])
 
 
-def collect(study: Study, tables_dir: Path, tables_from: Path | None = None) -> None:
-    """Copy the merged tables the page needs into `tables_dir`, plus the compute table."""
+def collect(study: Study, tables_dir: Path, tables_from: Path | None = None, since: Path | None = None,
+            since_label: str | None = None) -> None:
+    """Copy the merged tables the page needs into `tables_dir`, plus the compute table, and
+    the earlier verdict records `since` (for the "What changed" section) with their label."""
     src = Path(tables_from) if tables_from is not None else study.root / "tables"
     missing = [f"{src / n}.parquet" for n in TABLES[:-1] if not (src / f"{n}.parquet").is_file()]
     if missing:
         raise TablesError(f"no merged tables: {', '.join(missing)}; run the study (snakemake) or "
                           f"`prunegen merge --study ...` first")
+    earlier = None if since is None else changes.read_since(since)  # before render overwrites it
     tables_dir.mkdir(parents=True, exist_ok=True)
+    if earlier is not None:
+        with records.atomic_write(tables_dir / changes.SINCE_FILE) as tmp:
+            earlier.assign(since=since_label or str(since)).to_parquet(tmp, index=False)
     for n in TABLES[:-1]:
         with records.atomic_write(tables_dir / f"{n}.parquet") as tmp:
             shutil.copyfile(src / f"{n}.parquet", tmp)
@@ -361,6 +367,16 @@ def judge(study: Study, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return rules.judge(tables, study.levels, {b: bm.prune.fraction for b, bm in study.benchmarks.items()})
 
 
+def _since(tables_dir: Path, verdicts: pd.DataFrame) -> list[str]:
+    """The "What changed" section, where earlier verdict records lie beside the page."""
+    path = tables_dir / changes.SINCE_FILE
+    if not path.is_file():
+        return []
+    earlier = changes.read_since(path)
+    label = str(earlier["since"].iloc[0]) if "since" in earlier and len(earlier) else str(path)
+    return changes.render(changes.compare(earlier, verdicts), label)
+
+
 def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source: str) -> list[Path]:
     """Judge the claims on the tables in `tables_dir` (writing `verdicts.parquet` there) and
     write the page and its figures; returns what was written."""
@@ -404,6 +420,7 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
         *_table(["benchmark", "claim", "expects", "verdict"],
                 [[f"`{r.benchmark}`", f"{r.claim}. {r.title}", CLAIMS[r.claim].expected + ": "
                   + CLAIMS[r.claim].statistic, r.verdict] for r in overall.itertuples()]),
+        *_since(tables_dir, verdicts),
         "## Compute",
         "",
         f"{compute['cells']} cells, {compute['epochs']} training epochs (each counted once), "
@@ -424,13 +441,13 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
 
 
 def build(study: Study, page: str | Path, source: str, tables_from: Path | None = None,
-          refresh: bool = True) -> list[Path]:
+          refresh: bool = True, since: Path | None = None, since_label: str | None = None) -> list[Path]:
     """`collect` (unless refresh is False: render from the copies already beside the page) then `render`."""
     page = Path(page)
     tables_dir = page.parent / "results" / study.name / "tables"
     figures_dir = page.parent / "results" / study.name / "figures"
     if refresh:
-        collect(study, tables_dir, tables_from)
+        collect(study, tables_dir, tables_from, since, since_label)
     if study.arm_specs:  # a study that defines arms gets the methods page (prunegen/verdicts/methods.py)
         from . import methods
 
