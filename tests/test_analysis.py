@@ -16,6 +16,7 @@ from scipy import stats
 
 from prunegen import analysis, cli, figures, records
 from prunegen.config import CHAIN_ARMS, load_study
+from prunegen.verdicts.paper import CLAIMS
 
 from conftest import SMOKE
 
@@ -359,6 +360,21 @@ def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
     assert judged.read_bytes() == (tables / "verdicts.parquet").read_bytes()
     text = doc.read_text()
     assert page_numbers_in_tables(text, tables) == []
+    benchmarks = sorted(study.benchmarks)
+    assert len(benchmarks) == 2  # MNIST and Fashion-MNIST, each judged on its own rows
+    for b in benchmarks:
+        assert page_numbers_in_tables(text, tables, b) == []
+    summary = pd.read_parquet(tables / "summary.parquet")
+    assert (summary.groupby("benchmark")["seed"].nunique() >= 5).all()
+    # a verdict for every claim and benchmark; every inconclusive one says what would decide it
+    verdicts = pd.read_parquet(tables / "verdicts.parquet")
+    assert set(verdicts.groupby(["benchmark", "claim"]).groups) == {(b, c) for b in benchmarks for c in CLAIMS}
+    for b in benchmarks:
+        section = text.split(f"## Benchmark `{b}`")[1].split("\n## ")[0]
+        deciding = section.split("### What would decide it")[1]
+        for claim in verdicts.loc[(verdicts["benchmark"] == b) & (verdicts["verdict"] == "inconclusive"), "claim"].unique():
+            assert re.search(rf"- claim {claim}: \d+ inconclusive; .*\d", deciding), (b, claim)
+    assert "## What changed since " in text
     head = pd.read_parquet(tables / "headline.parquet")
     for noise in study.noise:
         dense = row(head, noise=noise, arm="dense", level=0)
@@ -380,8 +396,8 @@ def test_the_readme_states_the_verdicts_of_the_committed_page():
     readme = (REPO / "README.md").read_text()
     page_rows = [ln for ln in (REPO / "docs" / "results.md").read_text().splitlines()
                  if re.match(r"\| `[^`]+` \| \d[ab]?\. ", ln)]  # the verdict table's rows
-    assert len(page_rows) == 6
+    assert len(page_rows) == 6 * 2
     for line in page_rows:  # | `benchmark` | claim | expects | verdict |
         cells = [c.strip() for c in line.strip("|").split(" | ")]
-        claim, verdict = cells[1], cells[-1]
-        assert f"| {claim} | {verdict} |" in readme, claim
+        benchmark, claim, verdict = cells[0], cells[1], cells[-1]
+        assert f"| {benchmark} | {claim} | {verdict} |" in readme, (benchmark, claim)

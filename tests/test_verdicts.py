@@ -9,6 +9,7 @@ functions `prunegen merge` uses.
 """
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -246,6 +247,11 @@ def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
     for b in SIGN:
         assert page_numbers_in_tables(text, tables_dir, b) == []
     assert "What changed" not in text  # no earlier verdicts given
+    # `unclear` is inconclusive everywhere: for each claim the page says what could decide it, with a number
+    deciding = text.split("## Benchmark `unclear`")[1].split("### What would decide it")[1].split("\n## ")[0]
+    for claim in ("1", "2", "3", "4a", "4b", "5"):
+        line = next(ln for ln in deciding.splitlines() if ln.startswith(f"- claim {claim}: "))
+        assert re.search(r"\d+ seeds would decide|more than \d+ seeds|steps of \d+%|cycles of \d+ epochs", line), line
 
 
 def _earlier(now: pd.DataFrame) -> pd.DataFrame:
@@ -286,10 +292,14 @@ def test_what_changed_says_which_verdicts_moved_and_why(verdicts):
     for claim in ("1", "2", "3", "4a", "4b", "5"):
         r = c.loc["opposes", claim]
         assert not r.moved and r.places_moved == 0 and r.why == "unchanged at every place judged"
-        r = c.loc["unclear", claim]  # new: inconclusive like the earlier `agrees`, unlike `opposes`
+        r = c.loc["unclear", claim]  # new: set beside how `agrees` and `opposes` are judged now
         assert pd.isna(r.before) and not r.moved
-        assert r.why == ("new benchmark; differs from `agrees` (did not hold), `opposes` (did not hold)"
-                         if claim == "1" else "new benchmark; agrees with `agrees`; differs from `opposes` (did not hold)")
+        assert r.why == "new benchmark; differs from `agrees`: held there; differs from `opposes`: did not hold there"
+    same = changes.compare(_earlier(verdicts), verdicts[verdicts["benchmark"] != "opposes"])
+    assert same.set_index(["benchmark", "claim"]).loc[("unclear", "5"), "why"] == "new benchmark; differs from `agrees`: held there"
+    twin = verdicts[verdicts["benchmark"] == "agrees"].assign(benchmark="twin")
+    c = changes.compare(_earlier(verdicts), pd.concat([verdicts, twin])).set_index(["benchmark", "claim"])
+    assert c.loc[("twin", "3"), "why"] == "new benchmark; agrees with `agrees`; differs from `opposes`: did not hold there"
 
 
 def test_the_page_shows_what_changed_and_regenerates_from_the_records_kept_beside_it(tmp_path, verdicts):

@@ -5,7 +5,7 @@ A place (claim, noise, level, arm) judged both times moved when its verdict diff
 it moved is read from the two intervals: *narrower* when the mean kept its sign and the
 interval shrank, or there was none (more seeds, the same effect); *mean changed sign* when
 it did not keep its sign; *wider* otherwise (the interval grew). A benchmark the earlier page did not have is compared with the
-benchmarks it did: it agrees with them or it does not.
+benchmarks it did, as they are judged now: it agrees with them or it does not.
 
 `prunegen results --since OLD/verdicts.parquet` copies the earlier records beside the
 page as `since_verdicts.parquet` (with the label given), so the page still regenerates
@@ -50,12 +50,11 @@ def compare(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         n = now[(now["benchmark"] == benchmark) & (now["claim"] == claim)]
         row = {"benchmark": benchmark, "claim": claim, "now": verdict, "places": len(n),
                "seeds_now": float(n["n_seeds"].median())}
-        if benchmark not in b_names:
-            others = {b: old.get((b, claim)) for b in b_names if (b, claim) in old}
+        if benchmark not in b_names:  # set beside today's verdicts of the benchmarks judged before
+            others = {b: new[b, claim] for b in b_names if (b, claim) in new}
             same = [f"`{b}`" for b, v in others.items() if v == verdict]
-            differ = [f"`{b}` ({v})" for b, v in others.items() if v != verdict]
-            why = "new benchmark" + (f"; agrees with {', '.join(same)}" if same else "") \
-                + (f"; differs from {', '.join(differ)}" if differ else "")
+            differ = [f"differs from `{b}`: {v} there" for b, v in others.items() if v != verdict]
+            why = "; ".join(["new benchmark", *([f"agrees with {', '.join(same)}"] if same else []), *differ])
             rows.append({**row, "before": None, "moved": False, "why": why})
             continue
         o = before[(before["benchmark"] == benchmark) & (before["claim"] == claim)]
@@ -94,7 +93,7 @@ def _why(row: dict, moved: pd.DataFrame) -> str:
     if row["wider"]:
         causes.append(f"{row['wider']} where the interval widened")
     text = "; ".join(parts) + ": " + ", ".join(causes)
-    if np.isfinite(row["width_ratio"]) and row["seeds_now"] != row["seeds_before"]:
+    if np.isfinite(row["width_ratio"]) and row["seeds_now"] != row["seeds_before"] and np.isfinite(t0 + t1):
         text += (f" (intervals a median {row['width_ratio']:.1f} times narrower: {_seeds(row['seeds_before'])} "
                  f"to {_seeds(row['seeds_now'])}, t quantile {t0:.2f} to {t1:.2f})")
     return text

@@ -317,30 +317,45 @@ class _Benchmark:
                 "noise, subgroup) is unverified, so they are context, not a test.", ""]
 
     def deciding(self) -> list[str]:
-        """What would decide the inconclusive verdicts: seeds, at the spread measured."""
-        v = self.verdicts
+        """What would decide the inconclusive verdicts, claim by claim, with a number: the
+        seeds at the spread measured where more seeds would, else the epochs per cycle or the
+        sparsity grid that could."""
+        v, bm = self.verdicts, self.bm
         open_ = v[v["verdict"] == INCONCLUSIVE]
         lines = [f"{len(open_)} of {len(v)} judged places are inconclusive."]
-        if len(open_):
-            need = open_["seeds_needed"]
-            finite = need[np.isfinite(need)]
-            for key in CLAIMS:
-                c = open_[open_["claim"] == key]
-                if len(c):
-                    known = c["seeds_needed"].dropna()  # inf (past MAX_SEEDS) stays
-                    lines.append(f"- claim {key}: {len(c)} inconclusive; "
-                                 + (f"at the spread measured, the interval would exclude 0 with "
-                                    f"{_seeds(known.min())} to {_seeds(known.max())} seeds (median "
-                                    f"{_seeds(float(np.median(known)))})" if len(known) else
-                                    "no spread to extrapolate from (fewer than 2 seeds, or a mean of 0)") + ".")
-            if not len(finite):
-                lines.append("- More seeds alone would not decide them at the spread measured.")
-        bm = self.bm
-        theirs = paper.paper_epochs(bm.dataset, bm.model["name"]) if bm else None
-        if theirs and bm.train.epochs < theirs:
-            lines.append(f"- Each cycle trained {bm.train.epochs} epochs where the paper trains {theirs}: the "
-                         "memorization claim (3) needs the dense model to fit its noisy labels, which longer "
-                         "cycles allow.")
+        epochs = bm.train.epochs if bm else None
+        theirs = paper.paper_epochs(bm.dataset, bm.model["name"]) or paper.family_epochs(bm.model["name"]) \
+            if bm else None
+        longer = (f"cycles of {theirs} epochs, as the paper trains {'it' if paper.paper_epochs(bm.dataset, bm.model['name']) else 'this model'}, "
+                  f"where this study trains {epochs}") if theirs and epochs and epochs < theirs else None
+        for key in CLAIMS:
+            c = open_[open_["claim"] == key]
+            if not len(c):
+                continue
+            need = c["seeds_needed"]
+            finite, beyond, none = need[np.isfinite(need)], int(np.isinf(need).sum()), int(need.isna().sum())
+            parts = []
+            if len(finite):
+                span = _seeds(finite.min()) if finite.min() == finite.max() else \
+                    f"{_seeds(finite.min())} to {_seeds(finite.max())} (median {_seeds(float(np.median(finite)))})"
+                parts.append(f"at the spread measured, {span} seeds would decide {len(finite)}")
+            if beyond:
+                parts.append(f"{beyond} would need more than {MAX_SEEDS} seeds (an effect too small for its spread)")
+            if none:
+                parts.append(f"{none} {'has' if none == 1 else 'have'} no spread, or a mean of 0, to extrapolate "
+                             "a seed count from")
+            if beyond or none:
+                if key == "5":
+                    parts.append(f"what could decide {'it' if beyond + none == 1 else 'those'}: a finer sparsity "
+                                 f"grid (the chosen level moves in steps of {100 * self.fraction:g}% of the remaining "
+                                 "weights)")
+                else:
+                    parts.append(f"what could decide {'it' if beyond + none == 1 else 'those'}: "
+                                 + (longer or "a larger model or dataset"))
+            lines.append(f"- claim {key}: {len(c)} inconclusive; " + "; ".join(parts) + ".")
+        if longer and len(open_[open_["claim"] == "3"]):
+            lines.append(f"- The memorization claim (3) needs the dense model to fit its noisy labels, which "
+                         f"longer cycles allow ({longer}).")
         return [*lines, ""]
 
     def section(self) -> list[str]:

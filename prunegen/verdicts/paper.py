@@ -51,9 +51,18 @@ EPOCHS = {("mnist", "mlp"): 40, ("cifar10", "resnet"): 160, ("cifar10", "vgg"): 
           ("cifar100", "resnet"): 160, ("cifar100", "vgg"): 160}
 
 
+def _family(model: str) -> str:
+    return "resnet" if model.startswith("resnet") else "vgg" if model.startswith("vgg") else model
+
+
 def paper_epochs(dataset: str, model: str) -> int | None:
-    family = "resnet" if model.startswith("resnet") else "vgg" if model.startswith("vgg") else model
-    return EPOCHS.get((dataset, family))
+    return EPOCHS.get((dataset, _family(model)))
+
+
+def family_epochs(model: str) -> int | None:
+    """The paper's epochs per cycle for this model family on any of its datasets (a
+    benchmark of the paper's model on another dataset: Fashion-MNIST with LeNet)."""
+    return next((e for (_, family), e in EPOCHS.items() if family == _family(model)), None)
 
 
 @dataclass(frozen=True)
