@@ -82,7 +82,8 @@ def collect(study: Study, tables_dir: Path, tables_from: Path | None = None, sin
     tables_dir.mkdir(parents=True, exist_ok=True)
     if earlier is not None:
         with records.atomic_write(tables_dir / changes.SINCE_FILE) as tmp:
-            earlier.assign(since=since_label or str(since)).to_parquet(tmp, index=False)
+            kept = str(earlier["since"].iloc[0]) if "since" in earlier and len(earlier) else None  # re-collected
+            earlier.assign(since=since_label or kept or str(since)).to_parquet(tmp, index=False)
     for n in TABLES[:-1]:
         with records.atomic_write(tables_dir / f"{n}.parquet") as tmp:
             shutil.copyfile(src / f"{n}.parquet", tmp)
