@@ -30,7 +30,7 @@ benchmarks:
     dataset: digits
     model: {name: mlp, hidden: [64, 32]}
     data: {val_size: 180}
-    train: {epochs: 60, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
+    train: {epochs: 1000, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
     prune: {fraction: 0.2}
     resources: {gpus: 0, cpus: 1, mem_mb: 500, runtime_min: 5}
 arms: [dense]
@@ -73,8 +73,10 @@ def test_watch_shows_pending_running_completed_and_failed(tmp_path):
     pending = [b for b in blocks if re.search(rf"pending  {label.format('0.0')}: (Resources|Priority)", b)]
     assert pending, text[:3000]
     epochs = [int(m.group(1)) for b in blocks
-              for m in re.finditer(rf"running  {label.format('0.0')}: epoch (\d+)/60 \(SLURM job [\d_]+\)", b)]
-    assert any(0 < e < 60 for e in epochs), text[-3000:]  # caught mid-training, epoch from its checkpoint
+              for m in re.finditer(rf"running  {label.format('0.0')}: epoch (\d+)/1000 \(SLURM job [\d_]+\)", b)]
+    # caught mid-training, epoch from its checkpoint (1,000 digits epochs: about 25 s today; 60 once
+    # ran in 2 s, between two refreshes)
+    assert any(0 < e < 1000 for e in epochs), text[-3000:]
     last = blocks[-1]
     m = re.search(rf"failed   {label.format('0.1')}: (\w+).*; log (\S+), cell log (\S+) \(SLURM job [\d_]+\)", last)
     assert m and m.group(1) == "FAILED", last
