@@ -27,8 +27,14 @@ COLUMNS = ["benchmark", "claim", "before", "now", "moved", "places", "places_mov
            "wider", "seeds_before", "seeds_now", "width_ratio", "why"]
 
 
-def _half(v: pd.DataFrame) -> pd.Series:
-    return (v["ci_high"] - v["ci_low"]) / 2
+def _half(v: pd.DataFrame, suffix: str = "") -> pd.Series:
+    """Half-widths of the intervals (NaN where there is none: one seed)."""
+    return (v[f"ci_high{suffix}"] - v[f"ci_low{suffix}"]) / 2
+
+
+def label_of(earlier: pd.DataFrame, default: str) -> str:
+    """The label earlier records were kept under (`collect` stores it), else `default`."""
+    return str(earlier["since"].iloc[0]) if "since" in earlier and len(earlier) else default
 
 
 def _keyed(v: pd.DataFrame) -> pd.DataFrame:
@@ -59,15 +65,14 @@ def compare(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
             continue
         o = before[(before["benchmark"] == benchmark) & (before["claim"] == claim)]
         both = _keyed(o).merge(_keyed(n), left_index=True, right_index=True, suffixes=("_before", ""))
+        both = both.assign(half_before=_half(both, "_before"), half=_half(both))
         moved = both[both["verdict_before"] != both["verdict"]]
         sign_kept = np.sign(moved["mean_before"]) == np.sign(moved["mean"])
-        half_before = (moved["ci_high_before"] - moved["ci_low_before"]) / 2  # NaN: no interval (1 seed)
-        narrower = sign_kept & ((_half(moved) < half_before) | (half_before.isna() & _half(moved).notna()))
+        narrower = sign_kept & ((moved["half"] < moved["half_before"])
+                                | (moved["half_before"].isna() & moved["half"].notna()))
         changed = ~sign_kept
-        halves_before = ((both["ci_high_before"] - both["ci_low_before"]) / 2).to_numpy()
-        halves_now = _half(both).to_numpy()
-        ok = np.isfinite(halves_before) & np.isfinite(halves_now) & (halves_now > 0)
-        ratio = float(np.median(halves_before[ok] / halves_now[ok])) if ok.any() else float("nan")
+        ok = np.isfinite(both["half_before"]) & np.isfinite(both["half"]) & (both["half"] > 0)
+        ratio = float((both["half_before"][ok] / both["half"][ok]).median()) if ok.any() else float("nan")
         seeds_before = float(o["n_seeds"].median())
         row.update(before=old.get((benchmark, claim)), places_moved=len(moved), narrower=int(narrower.sum()),
                    sign_changed=int(changed.sum()), wider=int(len(moved) - narrower.sum() - changed.sum()),
@@ -117,11 +122,10 @@ def read_since(path) -> pd.DataFrame:
 
 def render(changes: pd.DataFrame, label: str) -> list[str]:
     """The page's "What changed" section."""
-    moved = changes[changes["moved"]]
-    new = changes[changes["before"].isna()]["benchmark"].unique()
+    judged_before = changes["before"].notna()
+    new = changes.loc[~judged_before, "benchmark"].unique()
     lines = [f"## What changed since {label}", "",
-             f"{int(moved['claim'].size)} of {len(changes) - len(changes[changes['before'].isna()])} verdicts "
-             "judged both times moved" + (f"; {', '.join(f'`{b}`' for b in new)} is new" if len(new) else "")
+             f"{int(changes['moved'].sum())} of {int(judged_before.sum())} verdicts judged both times moved" + (f"; {', '.join(f'`{b}`' for b in new)} is new" if len(new) else "")
              + ". A place (noise level, sparsity) moved when its verdict differs; why is read from its two "
              "intervals.", "",
              "| benchmark | claim | before | now | why |", "|---|---|---|---|---|"]

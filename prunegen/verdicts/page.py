@@ -82,8 +82,8 @@ def collect(study: Study, tables_dir: Path, tables_from: Path | None = None, sin
     tables_dir.mkdir(parents=True, exist_ok=True)
     if earlier is not None:
         with records.atomic_write(tables_dir / changes.SINCE_FILE) as tmp:
-            kept = str(earlier["since"].iloc[0]) if "since" in earlier and len(earlier) else None  # re-collected
-            earlier.assign(since=since_label or kept or str(since)).to_parquet(tmp, index=False)
+            # a label given wins; re-collecting kept records keeps theirs
+            earlier.assign(since=since_label or changes.label_of(earlier, str(since))).to_parquet(tmp, index=False)
     for n in TABLES[:-1]:
         with records.atomic_write(tables_dir / f"{n}.parquet") as tmp:
             shutil.copyfile(src / f"{n}.parquet", tmp)
@@ -325,10 +325,10 @@ class _Benchmark:
         open_ = v[v["verdict"] == INCONCLUSIVE]
         lines = [f"{len(open_)} of {len(v)} judged places are inconclusive."]
         epochs = bm.train.epochs if bm else None
-        theirs = paper.paper_epochs(bm.dataset, bm.model["name"]) or paper.family_epochs(bm.model["name"]) \
-            if bm else None
-        longer = (f"cycles of {theirs} epochs, as the paper trains {'it' if paper.paper_epochs(bm.dataset, bm.model['name']) else 'this model'}, "
-                  f"where this study trains {epochs}") if theirs and epochs and epochs < theirs else None
+        own = paper.paper_epochs(bm.dataset, bm.model["name"]) if bm else None  # a benchmark of the paper's
+        theirs = own or (paper.family_epochs(bm.model["name"]) if bm else None)
+        longer = (f"cycles of {theirs} epochs, as the paper trains {'it' if own else 'this model'}, where this "
+                  f"study trains {epochs}") if theirs and epochs and epochs < theirs else None
         for key in CLAIMS:
             c = open_[open_["claim"] == key]
             if not len(c):
@@ -389,8 +389,7 @@ def _since(tables_dir: Path, verdicts: pd.DataFrame) -> list[str]:
     if not path.is_file():
         return []
     earlier = changes.read_since(path)
-    label = str(earlier["since"].iloc[0]) if "since" in earlier and len(earlier) else str(path)
-    return changes.render(changes.compare(earlier, verdicts), label)
+    return changes.render(changes.compare(earlier, verdicts), changes.label_of(earlier, str(path)))
 
 
 def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source: str) -> list[Path]:
