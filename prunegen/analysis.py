@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import compute, records
+from . import compute, engine, records
 from .config import ARMS, CHAIN_ARMS, Study
 
 log = logging.getLogger("prunegen")
@@ -71,7 +71,8 @@ def scan(study: Study, cells: list | None = None, verify: bool = False,
     """One row per grid cell (or per cell of `cells`, say a slice): keys, `cell_hash`
     (current), `dir`, `state` (complete / stale / corrupt / missing), `problem` (what is
     corrupt), `files` (the sizes and checksums its cell.json records; None for a cell
-    written before checksums existed) and `verified` (False for such a cell). Reads each
+    written before checksums existed), `verified` (False for such a cell) and `engine`
+    (prunegen.engine.label of a complete cell, else None). Reads each
     cell.json and stats its record files (sizes); `verify` checksums every record file
     too; `read_later` (records.check) are left to the caller's checksum on read. Sorted by keys."""
     rows = []
@@ -79,8 +80,9 @@ def scan(study: Study, cells: list | None = None, verify: bool = False,
         d = cell.dir  # a few path joins: built once per cell
         st = records.check(d, cell.hash, verify, read_later)
         rows.append({**cell.key, "cell_hash": cell.hash, "dir": str(d), "state": st.state, "problem": st.problem,
-                     "files": st.meta.get("files") if st.state == "complete" else None, "verified": st.verified})
-    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files", "verified"])
+                     "files": st.meta.get("files") if st.state == "complete" else None, "verified": st.verified,
+                     "engine": engine.label(st.meta) if st.state == "complete" else None})
+    df = pd.DataFrame(rows, columns=[*KEYS, "cell_hash", "dir", "state", "problem", "files", "verified", "engine"])
     df = df.astype({"noise": float, "seed": "int64", "level": "int64"})
     return df.sort_values(KEYS, ignore_index=True)
 
@@ -94,7 +96,8 @@ def status(study: Study, grid: pd.DataFrame | None = None, verify: bool = False)
     another hash), corrupt (a record file that does not match its cell.json) and
     missing; `unverified`: of the complete ones, those written before checksums existed
     (read as they are: nothing to verify them against). The corrupt cells' problems are
-    in `.attrs["corrupt"]`."""
+    in `.attrs["corrupt"]`; the engines of the complete cells, with how many cells each
+    computed (most first), in `.attrs["engines"]`."""
     grid = scan(study, verify=verify) if grid is None else grid
     counts = (pd.crosstab([grid["benchmark"], grid["arm"]], grid["state"])
               .reindex(columns=list(STATES), fill_value=0).reset_index())
@@ -106,10 +109,12 @@ def status(study: Study, grid: pd.DataFrame | None = None, verify: bool = False)
     order = counts.assign(_r=_arm_rank(counts["arm"])).sort_values(["benchmark", "_r"]).index
     out = counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", "unverified", *STATES)})
     out.attrs["corrupt"] = grid.loc[grid["state"] == "corrupt", "problem"].tolist()
+    engines = grid.loc[grid["state"] == "complete", "engine"].value_counts(sort=False)
+    out.attrs["engines"] = sorted(((str(e), int(n)) for e, n in engines.items()), key=lambda en: (-en[1], en[0]))
     return out
 
 
-def format_status(df: pd.DataFrame) -> str:
+def format_status(df: pd.DataFrame, current_engine: str | None = None) -> str:
     columns = ("cells", *STATES) + (("unverified",) if "unverified" in df else ())
     total = {"benchmark": "total", "arm": "", **{c: int(df[c].sum()) for c in columns}}
     table = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
@@ -118,7 +123,21 @@ def format_status(df: pd.DataFrame) -> str:
     legacy = f", {total['unverified']} of them unverified: written before checksums" if total.get("unverified") else ""
     return (table.to_string(index=False) + f"\n\n{total['complete']} of {total['cells']} cells complete "
             f"({done:.0%}{legacy}), {total['stale']} stale, {total['missing']} missing, {total['corrupt']} corrupt\n"
+            + format_engines(df.attrs.get("engines", []), current_engine)
             + (f"\n{corrupt}(the workflow re-runs corrupt cells and the cells after them)\n" if corrupt else ""))
+
+
+def format_engines(engines: list[tuple[str, int]], current: str | None = None) -> str:
+    """Which engine computed the complete cells: one line, or a warning when there are
+    several (an engine change can change a cell's last bits; see prunegen.engine).
+    `current`: this checkout's engine, marked where cells have it."""
+    mark = lambda e: e + (", this checkout's" if e == current else "")  # noqa: E731
+    if len(engines) <= 1:
+        return "".join(f"engine: {mark(e)} (all {n} complete cells)\n" for e, n in engines)
+    lines = "".join(f"  {mark(e)}: {n} cell{'s' if n != 1 else ''}\n" for e, n in engines)
+    return (f"warning: the complete cells come from {len(engines)} engines, whose numbers can differ in the "
+            f"last bits:\n{lines}(the cell hash leaves the engine out, so the workflow keeps them all; "
+            "`prunegen status --engine ENGINE` lists one engine's cells, to delete and re-run)\n")
 
 
 # ---------------------------------------------------------------- writing

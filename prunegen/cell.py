@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, arms, machine, prefixes, pruning, records
+from . import __version__, arms, engine, machine, prefixes, pruning, records
 from .config import CHAIN_ARMS, Cell, Study
 from .data import load_dataset
 from .lock import CellLock
@@ -163,7 +163,7 @@ def _run(cell: Cell, device: str | None) -> Path:
         "machine": machine.describe(torch.get_num_threads(),
                                     torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
+        "engine": engine.describe(), "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
     }, out, files)
     (out / records.SET_ASIDE).unlink(missing_ok=True)  # a corrupt earlier run's marker
     checkpoint.clear()

@@ -66,6 +66,7 @@ def cmd_results(args) -> None:
 
 
 def cmd_status(args) -> None:
+    from . import engine
     from .analysis import format_status, scan, status
     from .selection import cells
 
@@ -76,7 +77,12 @@ def cmd_status(args) -> None:
         watch.watch(study, cells(study, args.select), workdir=Path(args.workdir), interval_s=args.interval,
                     patience_s=args.patience, poll=watch.slurm_poll())
         return
-    print(format_status(status(study, scan(study, cells(study, args.select), verify=args.verify))), end="")
+    grid = scan(study, cells(study, args.select), verify=args.verify)
+    if args.engine is not None:  # the folders of one engine's complete cells, one per line
+        chosen = grid[grid["engine"].fillna("").str.startswith(args.engine) & (grid["state"] == "complete")]
+        print("".join(f"{d}\n" for d in chosen["dir"]), end="")
+        return
+    print(format_status(status(study, grid), current_engine=engine.current()), end="")
 
 
 def cmd_plan(args) -> None:
@@ -119,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--verify", action="store_true",
                            help="checksum every record file (default: compare sizes and mtimes with cell.json and "
                                 "checksum only a file whose mtime changed, as the workflow does)")
+            p.add_argument("--engine", metavar="ENGINE", help="print the folders of the complete cells that "
+                           "this engine computed (as status names it: its source digest, or 'not recorded'), "
+                           "one per line, instead of the counts")
             p.add_argument("--watch", action="store_true",
                            help="join the grid with the study's SLURM jobs (queued, pending with SLURM's reason, "
                                 "running with the epoch reached, completed, failed with the log) and refresh "

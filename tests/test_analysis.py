@@ -200,6 +200,42 @@ def test_status_counts_complete_missing_and_stale_cells(study, tmp_path, capsys)
     assert figures._save(figures.plot_completeness(copy), tmp_path, "completeness")[0].stat().st_size > 0
 
 
+def test_status_and_page_warn_when_the_complete_cells_come_from_two_engines(study, tables, tmp_path, capsys):
+    from prunegen import engine
+
+    shutil.copytree(study.root / "cells", tmp_path / study.name / "cells")
+    copy = load_study(study.path, {"results_root": str(tmp_path)})
+    args = ["status", "--study", str(copy.path), "--results-root", str(tmp_path)]
+    here = engine.current()
+    assert cli.main(args) == 0
+    assert f"engine: {here}, this checkout's (all 44 complete cells)" in capsys.readouterr().out
+
+    older = [copy.cell("digits-mlp", "imp", 1, 0.2, 0).dir, copy.cell("digits-mlp", "dense", 0, 0.0, 1).dir]
+    for d in older:  # as the engine before a change to the training loop would have written them
+        meta = json.loads((d / "cell.json").read_text())
+        assert meta["engine"] == engine.describe()
+        meta["engine"] = {"source": "0123456789ab", "torch": meta["engine"]["torch"]}
+        records.write_cell_json(meta, d)
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "44 of 44 cells complete" in out  # the hash leaves the engine out: nothing is stale
+    assert "warning: the complete cells come from 2 engines" in out
+    assert f"  {here}, this checkout's: 42 cells\n" in out and "  0123456789ab (torch " in out and ": 2 cells\n" in out
+
+    assert cli.main([*args, "--engine", "0123456789ab"]) == 0
+    assert sorted(capsys.readouterr().out.split()) == sorted(map(str, older))
+    assert cli.main([*args, "--engine", here.split()[0]]) == 0
+    assert len(capsys.readouterr().out.split()) == 42
+
+    from prunegen.verdicts import page
+
+    compute = page.compute_table(copy, tables["summary"]).iloc[0]  # the results page's compute section
+    assert compute["n_engines"] == 2
+    assert page._engines(compute) == (" **Warning: these cells come from 2 engines** (prunegen/engine.py), whose "
+                                      f"numbers can differ in the last bits: {here} (42 cells); "
+                                      f"0123456789ab (torch {engine.describe()['torch']}) (2 cells).")
+
+
 def test_figures_are_written_as_png_and_pdf(study, tables):
     paths = figures.draw(study)
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in figures.FIGURES for e in ("png", "pdf"))
@@ -285,6 +321,9 @@ def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp
     assert m["torch_threads"] == 1
     n = len(tables["summary"])
     assert f"Machines (from each cell's record): {machine.label(m)} ({n} cells on 1 host)." in text
+    from prunegen import engine
+
+    assert f" Engine: {engine.current()} ({n} cells)." in text and "Warning" not in text
     verdicts = page.judge(study, tables)
     for r in rules.summarize(verdicts, ["digits-mlp"]).itertuples():
         assert f"| `digits-mlp` | {r.claim}. {r.title} |" in text and text.count(f"| {r.verdict} |") >= 1

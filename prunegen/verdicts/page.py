@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import machine, records
+from .. import engine, machine, records
 from ..config import Study
 from . import changes, paper, rules
 from .paper import CLAIMS
@@ -36,6 +36,16 @@ class TablesError(FileNotFoundError):
 
 # ---------------------------------------------------------------- collect
 
+def _engines(compute: dict) -> str:
+    """The compute section's engine sentence: a warning when the cells mix engines."""
+    if not compute.get("engines"):  # a compute table from before engines were recorded
+        return ""
+    if compute["n_engines"] > 1:
+        return (f" **Warning: these cells come from {compute['n_engines']} engines** (prunegen/engine.py), whose "
+                f"numbers can differ in the last bits: {compute['engines']}.")
+    return f" Engine: {compute['engines']}."
+
+
 def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     """Cells, epochs trained (each once: a chain cell trains one cycle), seconds inside
     the cells, and, where Snakemake's benchmark files are there, seconds per job and
@@ -43,11 +53,13 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     from ..plan import cycles_of
 
     epochs_per_cycle = summary["benchmark"].map({b: bm.train.epochs for b, bm in study.benchmarks.items()})
-    job_seconds, starts, ends, cycles, machines = 0.0, [], [], [], {}
+    job_seconds, starts, ends, cycles, machines, engines = 0.0, [], [], [], {}, {}
     for row in summary.itertuples():
         cell = study.cell(row.benchmark, row.arm, int(row.level), float(row.noise), int(row.seed))
         cycles.append(cycles_of(cell))  # the cycles this cell trained itself
-        m = (records.read_cell_json(cell.dir) or {}).get("machine")
+        meta = records.read_cell_json(cell.dir) or {}
+        engines[engine.label(meta)] = engines.get(engine.label(meta), 0) + 1
+        m = meta.get("machine")
         what = machine.label(m) if m else "not recorded"
         hosts, n = machines.get(what, (set(), 0))
         machines[what] = (hosts | {m["host"]} if m else hosts, n + 1)
@@ -66,6 +78,9 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
         "machines": "; ".join(f"{what} ({n} cell{'s' if n != 1 else ''}"
                               + (f" on {len(hosts)} host{'s' if len(hosts) != 1 else ''})" if hosts else ")")
                               for what, (hosts, n) in sorted(machines.items(), key=lambda kv: -kv[1][1])),
+        "engines": "; ".join(f"{e} ({n} cell{'s' if n != 1 else ''})"
+                             for e, n in sorted(engines.items(), key=lambda en: (-en[1], en[0]))),
+        "n_engines": len(engines),
     }])
 
 
@@ -442,7 +457,8 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
         f"{_duration(compute['cell_seconds'])} inside the cells, {_duration(compute['job_seconds'])} of jobs "
         f"(with process start), {_duration(compute['wall_seconds'])} wall clock from the first job's start "
         "to the last cell's end."
-        + (f" Machines (from each cell's record): {compute['machines']}." if compute.get("machines") else ""),
+        + (f" Machines (from each cell's record): {compute['machines']}." if compute.get("machines") else "")
+        + _engines(compute),
         "",
     ]
     for b in benchmarks:
