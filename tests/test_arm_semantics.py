@@ -11,6 +11,7 @@ weights and schedule position, a finetune that does not train at its constant LR
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -228,6 +229,32 @@ def test_weight_rewind_restores_the_rewind_epochs_weights_and_schedule_position(
     removed_magnitude = max(float(final[n][parent_mask[n] & ~mask[n]].abs().max()) for n in mask
                             if (parent_mask[n] & ~mask[n]).any())
     assert removed_magnitude <= kept_magnitude
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled", "garbled, mtime restored"])
+def test_a_corrupt_rewind_point_is_named_by_status_and_by_the_cell_that_rewinds_to_it(rewind, tmp_path, how, capsys):
+    import shutil
+
+    shutil.copytree(rewind.study.root / "cells", tmp_path / rewind.study.name / "cells")
+    study = load_study(rewind.study.path, {"results_root": str(tmp_path)})
+    path = study.cell("digits-mlp", "dense", 0, 0.0, 0).dir / "rewind.pt"
+    data, stat = path.read_bytes(), path.stat()
+    mid = len(data) // 2  # truncated, or 8 bytes in the middle flipped at the same size
+    path.write_bytes(data[:mid] if how == "truncated" else data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 8])
+                     + data[mid + 8:])
+    if how == "garbled, mtime restored":  # what the cheap size-and-mtime check of the parents cannot see:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only the checksum on reading it can
+
+    grid = analysis.scan(study, verify=True).set_index(["arm", "level"])
+    assert grid.loc[("dense", 0), "state"] == "corrupt" and str(path) in grid.loc[("dense", 0), "problem"]
+
+    # imp level 2's own parent (imp level 1) is intact: only the rewind point is not
+    shutil.rmtree(study.cell("digits-mlp", "imp", 2, 0.0, 0).dir)
+    rc = cli.main(["run-cell", "--study", str(study.path), "--results-root", str(tmp_path), "--benchmark",
+                   "digits-mlp", "--arm", "imp", "--level", "2", "--noise", "0.0", "--seed", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(path) in err and "delete" in err
+    assert not (study.cell("digits-mlp", "imp", 2, 0.0, 0).dir / records.COMPLETE_MARKER).exists()
 
 
 def test_weight_rewind_without_the_schedule_trains_whole_cycles(tmp_path_factory):
