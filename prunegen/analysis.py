@@ -109,8 +109,7 @@ def status(study: Study, grid: pd.DataFrame | None = None, verify: bool = False)
     order = counts.assign(_r=_arm_rank(counts["arm"])).sort_values(["benchmark", "_r"]).index
     out = counts.loc[order].reset_index(drop=True).astype({c: "int64" for c in ("cells", "unverified", *STATES)})
     out.attrs["corrupt"] = grid.loc[grid["state"] == "corrupt", "problem"].tolist()
-    engines = grid.loc[grid["state"] == "complete", "engine"].value_counts(sort=False)
-    out.attrs["engines"] = sorted(((str(e), int(n)) for e, n in engines.items()), key=lambda en: (-en[1], en[0]))
+    out.attrs["engines"] = engine.tally(grid.loc[grid["state"] == "complete", "engine"])
     return out
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -65,3 +67,9 @@ def label(meta: dict) -> str:
         return f"{e['source']} (torch {e['torch']})"
     rev = (meta.get("git_revision") or "")[:7] or "unknown revision"
     return f"not recorded (git {rev}, torch {meta.get('versions', {}).get('torch', '?')})"
+
+
+def tally(labels: Iterable[str]) -> list[tuple[str, int]]:
+    """(label, cells) per engine, most cells first (then by label): how `prunegen status`
+    and the results page list them."""
+    return sorted(Counter(labels).items(), key=lambda en: (-en[1], en[0]))

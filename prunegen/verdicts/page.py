@@ -53,12 +53,12 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     from ..plan import cycles_of
 
     epochs_per_cycle = summary["benchmark"].map({b: bm.train.epochs for b, bm in study.benchmarks.items()})
-    job_seconds, starts, ends, cycles, machines, engines = 0.0, [], [], [], {}, {}
+    job_seconds, starts, ends, cycles, machines, engines = 0.0, [], [], [], {}, []
     for row in summary.itertuples():
         cell = study.cell(row.benchmark, row.arm, int(row.level), float(row.noise), int(row.seed))
         cycles.append(cycles_of(cell))  # the cycles this cell trained itself
         meta = records.read_cell_json(cell.dir) or {}
-        engines[engine.label(meta)] = engines.get(engine.label(meta), 0) + 1
+        engines.append(engine.label(meta))
         m = meta.get("machine")
         what = machine.label(m) if m else "not recorded"
         hosts, n = machines.get(what, (set(), 0))
@@ -78,9 +78,8 @@ def compute_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
         "machines": "; ".join(f"{what} ({n} cell{'s' if n != 1 else ''}"
                               + (f" on {len(hosts)} host{'s' if len(hosts) != 1 else ''})" if hosts else ")")
                               for what, (hosts, n) in sorted(machines.items(), key=lambda kv: -kv[1][1])),
-        "engines": "; ".join(f"{e} ({n} cell{'s' if n != 1 else ''})"
-                             for e, n in sorted(engines.items(), key=lambda en: (-en[1], en[0]))),
-        "n_engines": len(engines),
+        "engines": "; ".join(f"{e} ({n} cell{'s' if n != 1 else ''})" for e, n in engine.tally(engines)),
+        "n_engines": len(set(engines)),
     }])
 
 
