@@ -7,19 +7,20 @@
     snakemake --cores 2 --config select="arm=imp noise=0.1"          # a slice: those cells + their parents
 
 Every (benchmark, arm, level, noise, seed) cell is one job; the logic lives in
-prunegen.dag, the science in prunegen.
+prunegen.cluster.dag, the science in prunegen (docs/design.md).
 """
 
 import sys
 
-from prunegen import dag, records
+from prunegen.cluster import dag
+from prunegen.records import layout
 
 STUDY_FILE = config.get("study", "workflow/studies/demo.yaml")
 STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"))
 ROOT = str(STUDY.root)
 # The engine runs under the interpreter that runs Snakemake, wherever the job lands.
 PRUNEGEN = f"{sys.executable} -m prunegen.cli"
-# A slice of the grid (prunegen.selection): the matching cells and the cells they read.
+# A slice of the grid (prunegen.study.selection): the matching cells and the cells they read.
 SELECT = config.get("select")
 STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
     f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))

@@ -25,7 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 MERGE_GRID = REPO / "benchmarks/out/merge-grid"
 # The dry run in this process, with the corrupt-cell check switched off
-NO_VERIFY = ("import sys; from prunegen import dag; dag.corrupt_cells = lambda *a, **k: {}; "
+NO_VERIFY = ("import sys; from prunegen.cluster import dag; dag.corrupt_cells = lambda *a, **k: {}; "
              "from snakemake.cli import main; sys.exit(main(sys.argv[1:]))")
 
 

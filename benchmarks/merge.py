@@ -1,16 +1,16 @@
 """Wall time and peak memory of `prunegen merge` over a synthetic study of about 10,000 cells.
 
 The grid is the digits benchmark with every arm, 10 levels, 4 noise levels and 49 seeds
-(4 x 49 x 51 = 9,996 cells). Every cell gets the records `prunegen.cell` writes, with
+(4 x 49 x 51 = 9,996 cells). Every cell gets the records `prunegen.engine.run` writes, with
 made-up but realistic values: `summary.parquet` (computed from the examples by
-`cell.summarize`), `history.parquet` (16 epochs per cycle; a chain cell repeats its
-parent's rows, as cell.py does), `examples.parquet` (1,797 rows: digits' train / val /
+`prunegen.engine.run.summarize`), `history.parquet` (16 epochs per cycle; a chain cell repeats its
+parent's rows, as prunegen.engine.run does), `examples.parquet` (1,797 rows: digits' train / val /
 test splits with the seed's real noisy labels), empty `model.pt` / `mask.pt`, and
 `cell.json` with the cell's hash and its files' sizes and checksums, last. Generating the grid takes minutes (a process
 pool); it is kept in `benchmarks/out/merge-grid/` and reused while its parameters match.
 
 Each repeat runs the merge as a fresh process, both as `prunegen merge` (what the workflow
-runs) and as `analysis.merge` in a bare interpreter (the CLI also imports torch), reads
+runs) and as `prunegen.analysis.merge` in a bare interpreter, reads
 its wall time, CPU time and peak RSS (`wait4`), then checks the row counts of the
 summary, history and subgroups tables. On a loaded machine the CPU time is the steadier
 figure.
@@ -68,7 +68,7 @@ def _history_cycle(rng, cycle: int, level: int) -> list[dict]:
 
 
 def _examples(rng, splits, arm: str, level: int) -> dict:
-    """Per-example records shaped like cell.examples_table: fitted training examples
+    """Per-example records shaped like prunegen.engine.run.examples_table: fitted training examples
     (noisy ones less so as the model shrinks), ~95% test accuracy."""
     import numpy as np
 
@@ -102,11 +102,13 @@ def generate_group(study_path: str, noise: float, seed: int) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prunegen import arms, records
-    from prunegen.cell import summarize
-    from prunegen.config import CHAIN_ARMS, load_study
-    from prunegen.data import load_dataset
-    from prunegen.splits import make_splits
+    from prunegen.engine.data import load_dataset
+    from prunegen.engine.run import summarize
+    from prunegen.engine.splits import make_splits
+    from prunegen.engine.start import downscaled_width
+    from prunegen.records import layout, schemas, store
+    from prunegen.study.arm_specs import CHAIN_ARMS
+    from prunegen.study.load import load_study
 
     study = load_study(study_path)
     bm = study.benchmarks["digits-mlp"]
@@ -134,7 +136,7 @@ def generate_group(study_path: str, noise: float, seed: int) -> tuple[int, int]:
             kept_rows += len(own) * EPOCHS
             if arm.startswith("downscaled"):
                 if level not in _WIDTHS:  # the same for every noise and seed: searched once per worker
-                    _WIDTHS[level] = arms.downscaled_width(cell, dataset.input_shape, dataset.num_classes)
+                    _WIDTHS[level] = downscaled_width(cell, dataset.input_shape, dataset.num_classes)
                 width, ratio = _WIDTHS[level]
                 density, h2 = 1.0, max(1, round(100 * width / 300))  # models.build_model's widths
                 n_prunable, n_params = 64 * width + width * h2, 65 * width + (width + 11) * h2 + 10
@@ -154,14 +156,14 @@ def generate_group(study_path: str, noise: float, seed: int) -> tuple[int, int]:
 
             out = cell.dir
             out.mkdir(parents=True, exist_ok=True)
-            (out / records.COMPLETE_MARKER).unlink(missing_ok=True)
+            (out / layout.COMPLETE_MARKER).unlink(missing_ok=True)
             for name in ("model.pt", "mask.pt"):  # not read by the merge: placeholders
                 (out / name).touch()
-            records.write_parquet(history, records.HISTORY, out / "history.parquet")
-            with records.atomic_write(out / "examples.parquet") as tmp:  # = write_parquet(ex, EXAMPLES)
-                pq.write_table(pa.Table.from_pydict(ex, schema=records.EXAMPLES), tmp)
-            records.write_parquet([summary], records.SUMMARY, out / "summary.parquet")
-            records.write_cell_json({"cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(),
+            store.write_parquet(history, schemas.HISTORY, out / "history.parquet")
+            with store.atomic_write(out / "examples.parquet") as tmp:  # = write_parquet(ex, EXAMPLES)
+                pq.write_table(pa.Table.from_pydict(ex, schema=schemas.EXAMPLES), tmp)
+            store.write_parquet([summary], schemas.SUMMARY, out / "summary.parquet")
+            store.write_cell_json({"cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(),
                                 "study": study.name, "width": width, "width_ratio": ratio,
                                 "cycles_trained": own, "layer_density": {}, "resumed_from": None,
                                 "device": "cpu", "device_name": "synthetic", "versions": {},
@@ -205,18 +207,18 @@ def generate(params: dict, workers: int) -> dict:
 
 # ---------------------------------------------------------------- measurement
 
-LIBRARY = ("import logging, sys; logging.basicConfig(level=logging.INFO); from prunegen import analysis; "
-           "from prunegen.config import load_study; analysis.merge(load_study(sys.argv[1]))")
+LIBRARY = ("import logging, sys; logging.basicConfig(level=logging.INFO); from prunegen.analysis.merge import merge; "
+           "from prunegen.study.load import load_study; merge(load_study(sys.argv[1]))")
 CLI = "import sys; from prunegen import cli; sys.exit(cli.main(['merge', '--study', sys.argv[1]]))"
 # Verification off: no size/mtime/checksum comparison of any record file, no self-checksum
 # of cell.json (what the merge did before records were checksummed).
-NO_VERIFY = ("from prunegen import records; records._mismatch = lambda path, expected, data=None: None; "
-             "records._self_checksum_ok = lambda meta: True; ")
+NO_VERIFY = ("from prunegen.records import store; store.mismatch = lambda path, expected, data=None: None; "
+             "store._self_checksum_ok = lambda meta: True; ")
 
 
 def merge_once(study: str, how: str, verify: bool = True) -> dict:
     """A merge in a fresh process: wall time, its own peak RSS, its phase log. `how`:
-    `cli` = `prunegen merge` (what the workflow runs), `library` = `analysis.merge` alone;
+    `cli` = `prunegen merge` (what the workflow runs), `library` = `prunegen.analysis.merge` alone;
     `verify=False`: with record verification switched off."""
     if verify:
         cmd = ["-m", "prunegen.cli", "merge", "--study", study] if how == "cli" else ["-c", LIBRARY, study]
@@ -243,23 +245,24 @@ def verification_work(study_path: str) -> dict:
     Parquet file the merge reads (already in memory there; read first here)."""
     import hashlib
 
-    from prunegen import analysis, records
-    from prunegen.config import load_study
+    from prunegen.analysis.scan import scan
+    from prunegen.records import store
+    from prunegen.study.load import load_study
 
     study = load_study(study_path)
     read = tuple(f"{k}.parquet" for k in ("summary", "history", "examples"))
-    analysis.scan(study, read_later=read)  # warm the page cache
+    scan(study, read_later=read)  # warm the page cache
     t0 = time.process_time()
-    analysis.scan(study, read_later=read)
+    scan(study, read_later=read)
     scan_on = time.process_time() - t0
-    saved = records._mismatch, records._self_checksum_ok
-    records._mismatch, records._self_checksum_ok = (lambda path, expected, data=None: None), (lambda meta: True)
+    saved = store.mismatch, store._self_checksum_ok
+    store.mismatch, store._self_checksum_ok = (lambda path, expected, data=None: None), (lambda meta: True)
     try:
         t0 = time.process_time()
-        analysis.scan(study, read_later=read)
+        scan(study, read_later=read)
         scan_off = time.process_time() - t0
     finally:
-        records._mismatch, records._self_checksum_ok = saved
+        store.mismatch, store._self_checksum_ok = saved
     blobs = [p.read_bytes() for c in study.cells() for p in (c.dir / n for n in read)]
     t0 = time.process_time()
     for data in blobs:

@@ -32,7 +32,7 @@ BATCH = 128
 def _splits(case: dict, steps: int, device, seed: int):
     import torch
 
-    from prunegen.splits import Split, Splits
+    from prunegen.engine.splits import Split, Splits
 
     n = steps * BATCH
     g = torch.Generator().manual_seed(seed)
@@ -50,11 +50,12 @@ def worker(rank: int, name: str, steps: int, warmup: int, device_name: str, barr
     if device_name == "cpu":
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
-    from prunegen import pruning
-    from prunegen.config import Schedule, Train
-    from prunegen.models import build_model, default_ignore
-    from prunegen.seeds import generator
-    from prunegen.training import make_optimizer, train_epoch, use_channels_last
+    from prunegen.engine import pruning
+    from prunegen.engine.models import build_model
+    from prunegen.engine.seeds import generator
+    from prunegen.engine.training import make_optimizer, train_epoch, use_channels_last
+    from prunegen.study.hparams import Schedule, Train
+    from prunegen.study.shapes import default_ignore
 
     case, device = CASES[name], torch.device(device_name)
     torch.manual_seed(rank)

@@ -49,12 +49,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunegen import allocator, models, pruning
-from prunegen.config import Schedule, Train
-from prunegen.data import Dataset, to_float
-from prunegen.seeds import generator
-from prunegen.splits import make_splits
-from prunegen.training import make_optimizer, train_epoch, use_channels_last
+from prunegen.engine import allocator, models, pruning
+from prunegen.engine.data import Dataset, to_float
+from prunegen.engine.seeds import generator
+from prunegen.engine.splits import make_splits
+from prunegen.engine.training import make_optimizer, train_epoch, use_channels_last
+from prunegen.study import shapes
+from prunegen.study.hparams import Schedule, Train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ class Reference:
                                                   shuffle=True, generator=torch.Generator().manual_seed(1))
         torch.manual_seed(0)
         self.model = openlth(models.build_model(spec, input_shape=shape, num_classes=10).to(device))
-        self.mask = pruning.full_mask(self.model, models.default_ignore(spec))
+        self.mask = pruning.full_mask(self.model, shapes.default_ignore(spec))
         self.mask = {n: m.to(device) for n, m in self.mask.items()}
         self.params = dict(self.model.named_parameters())
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=momentum, weight_decay=wd)
@@ -170,7 +171,7 @@ class Engine:
         self.channels_last = use_channels_last(self.model, device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        mask = pruning.full_mask(self.model, models.default_ignore(spec))
+        mask = pruning.full_mask(self.model, shapes.default_ignore(spec))
         self.bound = pruning.bind(self.model, {n: m.to(device) for n, m in mask.items()})
         self.opt = make_optimizer(self.model, self.hp)
         self.device, self.calls = device, 0

@@ -1,8 +1,14 @@
-"""prunegen: pruning's effect on generalization, as a reproducible study.
+"""prunegen: pruning's effect on generalization, as a reproducible cluster study.
 
-The engine (this package) knows nothing of Snakemake or SLURM: a study file
-expands into cells, a cell is trained by `prunegen.cell.run_cell`, and its
-records are merged by `prunegen.analysis`.
+A study flows through five packages, each importing only those above it:
+
+    study/     WHAT to compute: YAML -> validated Study -> cells -> which cells a cell reads   (no torch)
+    records/   the on-disk contract: layout, Parquet schemas, atomic store, lock, provenance  (no torch)
+    engine/    HOW one cell is computed: start, training, models, data, pruning -> its records (torch)
+    analysis/  records -> tables -> verdicts, figures, pages                                    (no torch)
+    cluster/   RUNNING it: the Snakemake glue, plan, watch, SLURM through submitit             (no analysis)
+
+`cli.py` is the `prunegen` command, one subcommand per stage. docs/design.md says why.
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,14 @@
-"""`prunegen` command line: run one cell, and (for the workflow) merge, status, figures."""
+"""`prunegen` command line: one subcommand per stage, each importing only its own.
+
+    run-cell                 the engine (torch)
+    merge, figures, results  the analysis (no torch)
+    status, plan             the study and its records (`--watch`, `--calibrate`: the cluster side)
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -20,45 +26,45 @@ def _select_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from .config import load_study
+    from .study.load import load_study  # every command reads its study
 
     overrides = {k: v for k, v in {"results_root": args.results_root, "data_root": args.data_root}.items() if v}
     return load_study(args.study, overrides)
 
 
 def cmd_run_cell(args) -> None:
-    from . import allocator
-    from .cell import run_cell
-
-    from . import compute, records
-    from .cell import resolve_device
+    # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
+    from .engine import allocator
+    from .engine.gpu_sampler import gpu_sampler
+    from .engine.run import resolve_device, run_cell
+    from .records import layout, store
 
     allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
     study = _load(args)
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     # GPU samples only for a cell that trains (a complete one is skipped and keeps its own)
-    device = None if records.is_complete(cell.dir, cell.hash) else resolve_device(args.device or study.device)
-    with compute.gpu_sampler(compute.gpu_json(study, cell), device):
+    device = None if store.is_complete(cell.dir, cell.hash) else resolve_device(args.device or study.device)
+    with gpu_sampler(layout.gpu_json(study.root, cell.relpath), device):
         path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
     print(path)
 
 
 def cmd_merge(args) -> None:
-    from .analysis import merge
+    from .analysis.merge import merge  # the analysis: no torch
 
     for name, path in merge(_load(args)).items():
         print(f"{name}\t{path}")
 
 
 def cmd_figures(args) -> None:
-    from .figures import draw
+    from .analysis.figures.draw import draw  # the analysis: no torch
 
     for path in draw(_load(args)):
         print(path)
 
 
 def cmd_results(args) -> None:
-    from .verdicts.page import build
+    from .analysis.report.build import build  # the analysis: no torch
 
     for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables, since=args.since,
                       since_label=args.since_label):
@@ -66,13 +72,14 @@ def cmd_results(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from . import engine
-    from .analysis import format_status, scan, status
-    from .selection import cells
+    # the records and the analysis' scan: no torch (the engine's torch version is read from a file)
+    from .analysis.scan import format_status, scan, status
+    from .records import provenance
+    from .study.selection import cells
 
     study = _load(args)
     if args.watch:
-        from . import watch
+        from .cluster import watch  # the cluster side: SLURM's watcher
 
         watch.watch(study, cells(study, args.select), workdir=Path(args.workdir), interval_s=args.interval,
                     patience_s=args.patience, poll=watch.slurm_poll())
@@ -82,17 +89,16 @@ def cmd_status(args) -> None:
         chosen = grid[grid["engine"].fillna("").str.startswith(args.engine) & (grid["state"] == "complete")]
         print("".join(f"{d}\n" for d in chosen["dir"]), end="")
         return
-    print(format_status(status(study, grid), current_engine=engine.current()), end="")
+    current = provenance.current(provenance.installed_torch_version())
+    print(format_status(status(study, grid), current_engine=current), end="")
 
 
 def cmd_plan(args) -> None:
-    import json
-
-    from .plan import format_plan, plan
+    from .cluster.plan import format_plan, plan  # the cluster side: no torch, unless calibrating
 
     study = _load(args)
     if args.calibrate:
-        from .calibrate import calibrate
+        from .cluster.calibrate import calibrate  # times the engine: torch
 
         calibrate(study, steps=args.calibrate_steps, device=args.device)
     p = plan(study, args.select, args.partition_limit)
@@ -170,20 +176,21 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     # The errors a command reports in one line; imported per command, since the engine's
     # modules import torch (seconds) and merge, figures and results need none of it.
-    from .config import StudyError
-
-    from .records import CorruptRecordError
+    # (imported here, per command: see the comment above)
+    from .records.store import CorruptRecordError
+    from .study.grid import StudyError
 
     expected: tuple[type[Exception], ...] = (StudyError, CorruptRecordError)
     if args.command == "run-cell":
-        from .arms import MissingParentError
-        from .data import DatasetError
-        from .lock import CellLockedError
-        from .training import CheckpointError
+        # the engine's errors, for run-cell only (the engine imports torch)
+        from .engine.checkpoints import CheckpointError
+        from .engine.data import DatasetError
+        from .engine.parents import MissingParentError
+        from .records.lock import CellLockedError
 
         expected += (DatasetError, MissingParentError, CheckpointError, CellLockedError)
     elif args.command == "results":
-        from .verdicts.page import TablesError
+        from .analysis.report.tables import TablesError  # the analysis', for results only
 
         expected += (TablesError,)
     try:

@@ -29,15 +29,15 @@ on ``sys.path``; ``pip install -e .`` from the repository root installs it.
   is cancelled and reported failed, naming the reason and the cell.
 - A failed job is reported with the paths of its submitit logs and rule log.
 
-The SLURM/submitit side lives in :mod:`prunegen.slurm` (no Snakemake there).
+The SLURM/submitit side lives in :mod:`prunegen.cluster.slurm` (no Snakemake there); what
+a job asks of SLURM, in :mod:`snakemake_executor_plugin_prunegen.requests` (pure functions).
 """
 
-import json
+import dataclasses
 import math
 import time
 import uuid
 from collections import defaultdict
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncGenerator, Dict, List, Optional
@@ -45,7 +45,18 @@ from typing import AsyncGenerator, Dict, List, Optional
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
-from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
+from snakemake_interface_executor_plugins.settings import (
+    CommonSettings,
+    ExecutorSettingsBase,
+)
+
+from prunegen.cluster import joblog
+from prunegen.cluster.slurm import request as slurm_request
+from prunegen.cluster.slurm import status as slurm_status
+from prunegen.cluster.slurm import submit as slurm_submit
+from prunegen.cluster.slurm.job import ShellJob
+
+from . import requests
 
 
 def _setting(default, help: str, **extra):
@@ -115,29 +126,8 @@ common_settings = CommonSettings(
 )
 
 
-def _res(job, *names, default=None):
-    """The first of ``names`` that the job's resources set (Snakemake's TBD/None skipped)."""
-    for name in names:
-        value = job.resources.get(name)
-        if value is not None and str(value) not in ("", "None", "<TBD>"):
-            return value
-    return default
-
-
-def _int(value, default=None):
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 class Executor(RemoteExecutor):
     def __post_init__(self):
-        from prunegen import slurm
-
-        self._slurm = slurm
         self.settings: ExecutorSettings = self.workflow.executor_settings or ExecutorSettings()
         self.run_id = uuid.uuid4().hex[:6]
         self.job_name = f"smk-{self.run_id}"  # every job of this run: `scancel --name=smk-<id>`
@@ -146,10 +136,10 @@ class Executor(RemoteExecutor):
                        / (time.strftime("%Y%m%dT%H%M%S") + "-" + self.run_id)).absolute()
         self.folder.mkdir(parents=True, exist_ok=True)
         s = self.settings
-        self.watcher = slurm.StatusWatcher(mode=s.status_command, requeue_grace_s=s.requeue_grace_s,
+        self.watcher = slurm_status.StatusWatcher(mode=s.status_command, requeue_grace_s=s.requeue_grace_s,
                                            unschedulable_confirm_s=s.unschedulable_confirm_s)
         base = self.workflow.remote_execution_settings.seconds_between_status_checks
-        self.schedule = slurm.PollSchedule(base_s=base, ceiling_s=max(base, s.poll_ceiling_s))
+        self.schedule = slurm_status.PollSchedule(base_s=base, ceiling_s=max(base, s.poll_ceiling_s))
         self._last_states: Dict[str, str] = {}
         self._last_reasons: Dict[str, str] = {}  # job id -> its pending reason, as last logged
         self._max_minutes: Dict[Optional[str], Optional[int]] = {}  # partition -> MaxTime
@@ -162,36 +152,12 @@ class Executor(RemoteExecutor):
     # ---------------------------------------------------------------- requests
     def request(self, job: JobExecutorInterface):
         """What SLURM is asked for on behalf of ``job`` (a rule job or a group job)."""
-        s = self.settings
-        members = list(job.jobs) if job.is_group() else [job]
-        gpus = _int(_res(job, "gpus", "gpu", "gpus_per_node"), 0)
-        if job.is_group() and s.group_gpus == "share":
-            gpus = max((_int(_res(m, "gpus", "gpu", "gpus_per_node"), 0) for m in members), default=0)
-        cpus = _int(_res(job, "cpus_per_task"), None) or max(1, _int(job.threads, 1))
-        extra = " ".join(x for x in (s.sbatch_extra, _res(job, "slurm_extra")) if x) or None
-        partition = _res(job, "slurm_partition", "partition", default=s.partition)
-        runtime = _int(_res(job, "runtime"))
-        cap = self.max_minutes(partition)
-        if runtime is not None and cap is not None and runtime > cap:
-            runtime = cap  # the time-outs requeue it; the cell resumes (see _submit's message)
-        return self._slurm.Request(
-            cpus=cpus,
-            mem_mb=_int(_res(job, "mem_mb")),
-            runtime_min=runtime,
-            gpus=gpus,
-            gpu_model=_res(job, "gpu_model"),
-            partition=partition,
-            account=_res(job, "slurm_account", "account", default=s.account),
-            constraint=_res(job, "constraint", default=s.constraint),
-            qos=_res(job, "qos", default=s.qos),
-            extra=extra,
-            job_name=self.job_name,
-        )
+        return requests.request(job, self.settings, self.job_name, self.max_minutes)
 
     def max_minutes(self, partition: Optional[str]) -> Optional[int]:
         """The partition's MaxTime (one ``scontrol show partition`` per partition and run)."""
         if partition not in self._max_minutes:
-            self._max_minutes[partition] = self._slurm.partition_max_minutes(partition)
+            self._max_minutes[partition] = slurm_request.partition_max_minutes(partition)
         return self._max_minutes[partition]
 
     @property
@@ -230,12 +196,12 @@ class Executor(RemoteExecutor):
                   for i in range(0, len(batch), size)]
         s = self.settings
         for request, batch in chunks:
-            request = dataclasses.replace(request, comment=self._comment(batch))
+            request = dataclasses.replace(request, comment=requests.comment(batch))
             try:
-                shell_jobs = [self._slurm.ShellJob(self.job_command(j, request.cpus), self.workdir,
-                                                   label=self._label(j), progress_dirs=self._progress_dirs(j),
-                                                   time_limit_min=request.runtime_min) for j in batch]
-                executor = self._slurm.make_executor(
+                shell_jobs = [ShellJob(self.job_command(j, request.cpus), self.workdir, label=requests.label(j),
+                                       progress_dirs=requests.progress_dirs(j), time_limit_min=request.runtime_min)
+                              for j in batch]
+                executor = slurm_submit.make_executor(
                     self.folder, request,
                     max_num_timeout=s.max_timeouts if s.max_timeouts is not None else 1_000_000,
                     signal_delay_s=s.signal_delay_s,
@@ -244,7 +210,7 @@ class Executor(RemoteExecutor):
                 for j in batch:
                     self.report_job_error(SubmittedJobInfo(j), msg=f"submission to SLURM failed: {str(e).strip()}\n")
                 continue
-            got = self._slurm.submit_with_backoff(executor, shell_jobs, budget_s=s.submit_retry_s)
+            got = slurm_submit.submit_with_backoff(executor, shell_jobs, budget_s=s.submit_retry_s)
             self.sbatch_calls += got.sbatch_calls
             self.jobs_submitted += len(got.submitted)
             by_shell = {id(sj): j for sj, j in zip(shell_jobs, batch)}
@@ -271,19 +237,15 @@ class Executor(RemoteExecutor):
                          "label": sj.label}))
 
     def _record_jobs(self, submitted) -> None:
-        """Append the batch to the run's ``jobs.jsonl``: SLURM job id, label, the cells'
-        folders and log paths, so ``prunegen status --watch`` can join jobs to cells (an
-        array's ``--comment`` names the batch, not each task)."""
-        lines = "".join(json.dumps({"job_id": sub.job_id, "label": sj.label, "dirs": sj.progress_dirs,
-                                    "stdout": str(sub.stdout), "stderr": str(sub.stderr),
-                                    "submitted": time.time()}) + "\n" for sj, sub in submitted)
-        with open(self.folder / "jobs.jsonl", "a") as f:  # one appending writer: this executor
-            f.write(lines)
+        """Append the batch to the run's ``jobs.jsonl`` (prunegen.cluster.joblog)."""
+        joblog.append(self.folder, [{"job_id": sub.job_id, "label": sj.label, "dirs": sj.progress_dirs,
+                                           "stdout": str(sub.stdout), "stderr": str(sub.stderr)}
+                                          for sj, sub in submitted])
 
     def _say_time_cap(self, batch: List[JobExecutorInterface], request) -> None:
         """A request above the partition's MaxTime went in at MaxTime: say so, and how many
         requeues the cell is expected to need (its runtime over the cap, rounded up, less one)."""
-        asked = max((_int(_res(j, "runtime"), 0) for j in batch), default=0)
+        asked = requests.runtime_asked(batch)
         cap = request.runtime_min
         if not cap or asked <= cap:
             return
@@ -292,39 +254,6 @@ class Executor(RemoteExecutor):
             f"  {request.comment} asks {asked} min, more than partition {request.partition or 'default'}'s "
             f"MaxTime of {cap} min: submitted at {cap} min; expected requeues after time-outs: {requeues} "
             f"(each resumes from the cell's checkpoint; requeued for as long as each run makes progress).")
-
-    @staticmethod
-    def _progress_dirs(job: JobExecutorInterface) -> List[str]:
-        """The folders of the job's outputs: a cell writes its epoch checkpoint there."""
-        members = list(job.jobs) if job.is_group() else [job]
-        return sorted({str(Path(str(f)).parent.absolute()) for m in members for f in (m.output or [])})
-
-    @staticmethod
-    def _wildcards(job: JobExecutorInterface) -> Dict[str, str]:
-        return {k: str(v) for k, v in dict(getattr(job, "wildcards", {}) or {}).items()}
-
-    def _comment(self, batch: List[JobExecutorInterface]) -> str:
-        """``cell:benchmark=digits-mlp,arm=imp,level=2`` for one job; for an array, the
-        wildcards its tasks share, and the values of the others in task order (a|b|c)."""
-        job = batch[0]
-        rule = f"group-{job.groupid}" if job.is_group() else job.name
-        if job.is_group():
-            return f"{rule}[{len(batch)}]:" + ",".join(sorted({m.name for j in batch for m in j.jobs}))
-        values: Dict[str, List[str]] = {}
-        for j in batch:
-            for k, v in self._wildcards(j).items():
-                values.setdefault(k, []).append(v)
-        parts = [f"{k}={'|'.join(dict.fromkeys(v))}" for k, v in values.items()]
-        rule = "+".join(sorted({j.name for j in batch}))  # jobs of several rules may share a request
-        head = rule if len(batch) == 1 else f"{rule}[{len(batch)}]"
-        return head + (":" + ",".join(parts) if parts else "")
-
-    @staticmethod
-    def _label(job: JobExecutorInterface) -> str:
-        if job.is_group():
-            return f"group {job.groupid} ({len(list(job.jobs))} jobs)"
-        wc = ",".join(f"{k}={v}" for k, v in dict(getattr(job, "wildcards", {}) or {}).items())
-        return f"rule {job.name}" + (f" [{wc}]" if wc else "")
 
     # ---------------------------------------------------------------- status
     async def check_active_jobs(
@@ -348,7 +277,7 @@ class Executor(RemoteExecutor):
         self._log_pending_reasons(active_jobs, statuses)
         stuck = [jid for jid, st in statuses.items() if st.cancel]
         if stuck:  # would wait forever: take them out of the queue before reporting them
-            self._slurm.cancel(stuck)
+            slurm_submit.cancel(stuck)
         for job_info in active_jobs:
             st = statuses.get(job_info.external_jobid)
             if st is None or not st.done:
@@ -391,7 +320,7 @@ class Executor(RemoteExecutor):
         aux = job_info.aux or {}
         rule_logs = [str(f) for f in job_info.job.log] if job_info.job.log else []
         if st.cancel:
-            head = (f"SLURM job {job_info.external_jobid} ({aux.get('label') or self._label(job_info.job)}) "
+            head = (f"SLURM job {job_info.external_jobid} ({aux.get('label') or requests.label(job_info.job)}) "
                     f"cannot start: {st.reason}. Cancelled it [state from {st.source}"
                     + (f", reason from {st.reason_source}" if st.reason_source else "") + "].")
         else:
@@ -419,4 +348,4 @@ class Executor(RemoteExecutor):
         ids = [j.external_jobid for j in active_jobs if j.external_jobid]
         if ids:
             self.logger.info(f"Cancelling {len(ids)} SLURM job(s): scancel {' '.join(ids)}")
-            self._slurm.cancel(ids)
+            slurm_submit.cancel(ids)

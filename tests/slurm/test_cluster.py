@@ -4,17 +4,12 @@ accounting, and submitit (single jobs and batch -> one array) against it."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-try:
-    from tests.slurm import cluster
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
+from tests.slurm import cluster
 
 slurm_mark = pytest.mark.slurm
 

@@ -11,22 +11,15 @@ working directory, so a plugin that silently ran jobs locally would fail here.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
 import snakemake.common.tests
 
-try:
-    from tests.slurm import cluster
-    from tests.slurm.test_executor import sacct_jobs, wait_for
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
-    from test_executor import sacct_jobs, wait_for  # type: ignore[no-redef]
-
 from snakemake_executor_plugin_prunegen import ExecutorSettings
+from tests.slurm import cluster
+from tests.slurm.helpers import sacct_jobs, wait_for
 
 # what each shipped workflow submits: SLURM jobs (array tasks), and the rules their
 # --comment names (jobs ready together with one request share an array: a, d, d in one,

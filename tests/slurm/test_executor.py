@@ -4,9 +4,9 @@ tests/slurm (issue 5, "Done when" 1-7). Every claim is read back from SLURM
 logs each call of sbatch/sacct/squeue/scontrol/scancel -- never from the
 executor's own report.
 
-The first tests need no SLURM (mapping, watcher logic with a fake SLURM, plugin
-discovery, dry run without SLURM binaries). The others are marked ``slurm``: they
-skip where SLURM cannot be started, and fail under CI=true.
+The tests that need no SLURM (mapping, watcher logic with a fake SLURM, plugin discovery,
+dry run without SLURM binaries) are in tests/cluster/test_slurm.py. These are marked
+``slurm``: they skip where SLURM cannot be started, and fail under CI=true.
 """
 
 from __future__ import annotations
@@ -15,393 +15,46 @@ import json
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-try:
-    from tests.slurm import cluster
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
-
-from prunegen import slurm
-
-REPO = Path(__file__).resolve().parents[2]
-SNAKEFILE = REPO / "Snakefile"
-PROFILE = REPO / "profiles" / "slurm"
-SMOKE = REPO / "workflow" / "studies" / "smoke.yaml"
-PY = sys.executable
-SNAKEMAKE = [PY, "-m", "snakemake"]
-WALL_CLOCK = ("seconds", "wall_seconds")
-SHIMMED = ("sbatch", "sacct", "squeue", "scontrol", "scancel")
-SLURM_BINARIES = {
-    "sbatch", "srun", "salloc", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo",
-    "sattach", "sbcast", "scrontab", "sdiag", "sprio", "sreport", "sshare", "sstat", "strigger",
-    "sview", "sh5util", "slurmctld", "slurmd", "slurmdbd", "slurmstepd",
-}
-POLL_S = 1  # --seconds-between-status-checks in these tests
+from prunegen.cluster.slurm import job as slurm_job
+from prunegen.cluster.slurm import request as slurm_request
+from prunegen.cluster.slurm import status as slurm_status
+from prunegen.cluster.slurm import submit as slurm_submit
+from tests.slurm import cluster
+from tests.slurm.helpers import (
+    CELL,
+    LONG_STUDY,
+    POLL_S,
+    PROFILE,
+    SLOW_EPOCHS,
+    SMOKE,
+    WALL_CLOCK,
+    SqueueRecorder,
+    assert_submitit_files,
+    assert_tables_equal,
+    env_with,
+    finish,
+    job_of,
+    job_stats,
+    make_shim,
+    read_shim,
+    reference_run,
+    run_smk,
+    sacct_jobs,
+    smk_cmd,
+    start_smk,
+    submitit_folder,
+    wait_for,
+)
 
 slurm_mark = pytest.mark.slurm
-
-# A study for requeue/cancel: a quick cell and a slow one (enough epochs to be caught
-# mid-training); `merge` is the target (figures need levels >= 1).
-LONG_STUDY = """\
-study: long
-device: cpu
-benchmarks:
-  quick:
-    dataset: digits
-    model: {name: mlp, hidden: [64, 32]}
-    data: {val_size: 180}
-    train: {epochs: 2, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
-    prune: {fraction: 0.2}
-    resources: {gpus: 0, cpus: 1, mem_mb: 1000, runtime_min: 5}
-  slow:
-    dataset: digits
-    model: {name: mlp, hidden: [64, 32]}
-    data: {val_size: 180}
-    train: {epochs: 100, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
-    prune: {fraction: 0.2}
-    resources: {gpus: 1, cpus: 1, mem_mb: 1000, runtime_min: 5}
-arms: [dense]
-levels: 0
-noise: [0.0]
-seeds: [0]
-"""
-SLOW_EPOCHS = 100
-CELL = "cells/benchmark={b}/arm=dense/noise=0.0/seed=0/level=0"
-
-# The engine's own local run of a study, in one process (one thread, like a cell job):
-# the reference the SLURM runs must reproduce.
-REFERENCE = """\
-import os, sys
-os.environ["OMP_NUM_THREADS"] = "1"
-import torch
-torch.set_num_threads(1)
-from prunegen.analysis import merge
-from prunegen.cell import run
-from prunegen.config import load_study
-
-study = load_study(sys.argv[1], {"results_root": sys.argv[2]})
-def go(c):
-    for p in c.parents():
-        go(p)
-    run(c)
-for c in study.cells():
-    go(c)
-merge(study)
-"""
-
-
-# =========================================================================== helpers
-
-def make_shim(tmp: Path) -> tuple[Path, Path]:
-    """A bin folder whose sbatch/sacct/squeue/scontrol/scancel log each call (time,
-    name, args, exit code, first line of output) to a file, then behave as the real one."""
-    bindir, log = tmp / "shim-bin", tmp / "slurm-calls.log"
-    bindir.mkdir(parents=True, exist_ok=True)
-    for name in SHIMMED:
-        real = shutil.which(name)
-        if real is None:
-            continue
-        script = bindir / name
-        script.write_text(f"""#!/bin/bash
-err=$(mktemp)
-out=$({real} "$@" 2>"$err"); rc=$?
-printf '%s\\t%s\\t%s\\t%s\\t%s\\n' "$(date +%s.%N)" {name} "$*" "$rc" "$(printf '%s' "$out" | head -n1)" >> {log}
-cat "$err" >&2; rm -f "$err"
-[ -n "$out" ] && printf '%s\\n' "$out"
-exit $rc
-""")
-        script.chmod(0o755)
-    log.touch()
-    return bindir, log
-
-
-def read_shim(log: Path) -> list[dict]:
-    calls = []
-    for line in log.read_text().splitlines():
-        t, name, args, rc, out = (line.split("\t") + [""] * 5)[:5]
-        calls.append({"t": float(t), "name": name, "args": args, "rc": int(rc or 0), "out": out})
-    return calls
-
-
-def env_with(path_prefix: Path | None = None, **extra) -> dict:
-    env = dict(os.environ)
-    if path_prefix is not None:
-        env["PATH"] = f"{path_prefix}:{env['PATH']}"
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def smk_cmd(workdir: Path, *args: str, profile: Path = PROFILE, snakefile: Path = SNAKEFILE) -> list[str]:
-    return [*SNAKEMAKE, "--profile", str(profile), "--snakefile", str(snakefile), "-d", str(workdir),
-            "--seconds-between-status-checks", str(POLL_S), *args]
-
-
-def run_smk(cmd: list[str], log: Path, env: dict | None = None, timeout: float = 600) -> tuple[int, str]:
-    """Run Snakemake to the end (killing it, and failing, if it hangs)."""
-    with open(log, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=env, start_new_session=True)
-        try:
-            rc = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            pytest.fail(f"snakemake hung (> {timeout}s): {' '.join(cmd)}\n{log.read_text()[-4000:]}")
-    return rc, log.read_text()
-
-
-def _sigint_default() -> None:
-    # A process started in the background of a non-interactive shell inherits SIGINT
-    # ignored, and Python then installs no KeyboardInterrupt handler: the tests' Ctrl-C
-    # would be lost when pytest itself was started that way (as by `cmd &`).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_smk(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    f = open(log, "w")
-    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=env, start_new_session=True, preexec_fn=_sigint_default)
-    p._logfile = f  # type: ignore[attr-defined]
-    return p
-
-
-def finish(p: subprocess.Popen, log: Path, timeout: float) -> tuple[int, str]:
-    try:
-        rc = p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        pytest.fail(f"snakemake hung (> {timeout}s):\n{log.read_text()[-4000:]}")
-    finally:
-        p._logfile.close()  # type: ignore[attr-defined]
-    return rc, log.read_text()
-
-
-def wait_for(cond, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-class SqueueRecorder(threading.Thread):
-    """Samples squeue every second: the jobs SLURM itself lists with our working dir."""
-
-    def __init__(self, workdir: Path):
-        super().__init__(daemon=True)
-        self.workdir = str(workdir)
-        self.seen: dict[str, dict] = {}
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.is_set():
-            p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%Z|%k"], capture_output=True, text=True)
-            for line in p.stdout.splitlines():
-                jid, name, state, wd, comment = (line.split("|") + [""] * 5)[:5]
-                if wd == self.workdir:
-                    self.seen.setdefault(jid, {"name": name, "comment": comment, "states": set()})["states"].add(state)
-            self._halt.wait(1.0)
-
-    def stop(self):
-        self._halt.set()
-        self.join(10)
-
-
-def sacct_jobs(workdir: Path) -> dict[str, dict]:
-    """Accounting's record of every job that ran in ``workdir`` (array tasks one by one)."""
-    out = cluster.run(["sacct", "-X", "-n", "-P", "-S", "now-2hours", "-o",
-                       "JobID,JobName,State,WorkDir,AllocCPUS,ReqTRES,Comment"]).stdout
-    jobs = {}
-    for line in out.splitlines():
-        jid, name, state, wd, cpus, tres, comment = (line.split("|") + [""] * 7)[:7]
-        if wd == str(workdir):
-            jobs[jid] = {"name": name, "state": state.split()[0], "cpus": cpus, "tres": tres,
-                         "rule": re.split(r"[\[:]", comment)[0]}
-    return jobs
-
-
-def submitit_folder(workdir: Path) -> Path:
-    runs = sorted((workdir / ".snakemake" / "submitit").iterdir())
-    assert runs, "no submitit run folder"
-    return runs[-1]
-
-
-def assert_submitit_files(folder: Path, job_id: str, success: bool = True) -> None:
-    base = job_id.split("_")[0]
-    for f in (f"{job_id}_submitted.pkl", f"{job_id}_0_log.out", f"{job_id}_0_log.err", f"{base}_submission.sh"):
-        assert (folder / f).is_file(), f"{folder / f} missing"
-    if success:
-        with open(folder / f"{job_id}_0_result.pkl", "rb") as fh:
-            assert pickle.load(fh)[0] == "success"
-        assert "Job completed successfully" in (folder / f"{job_id}_0_log.err").read_text() + \
-            (folder / f"{job_id}_0_log.out").read_text()
-
-
-def job_of(folder: Path, needle: str) -> str:
-    """The SLURM job whose own stdout log names ``needle`` (e.g. 'benchmark=slow')."""
-    for f in sorted(folder.glob("*_0_log.out")):
-        if needle in f.read_text(errors="replace"):
-            return f.name[: -len("_0_log.out")]
-    return ""
-
-
-def reference_run(study: Path, root: Path) -> None:
-    root.parent.mkdir(parents=True, exist_ok=True)
-    script = root.parent / "reference.py"
-    script.write_text(REFERENCE)
-    p = subprocess.run([PY, str(script), str(study), str(root)], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
-
-
-def assert_tables_equal(study_root: Path, ref_root: Path, tables=("summary", "history")) -> None:
-    for t in tables:
-        a = pd.read_parquet(study_root / "tables" / f"{t}.parquet")
-        b = pd.read_parquet(ref_root / "tables" / f"{t}.parquet")
-        drop = [c for c in WALL_CLOCK if c in a.columns]
-        keys = [c for c in ("benchmark", "arm", "noise", "seed", "level", "cycle", "epoch") if c in a.columns]
-        a = a.drop(columns=drop).sort_values(keys, ignore_index=True)
-        b = b.drop(columns=drop).sort_values(keys, ignore_index=True)
-        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=f"tables/{t}")
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """Snakemake's "Job stats" table (the jobs a run had to do)."""
-    m = re.search(r"Job stats:\njob\s+count\n[- ]+\n((?:\S+\s+\d+\n)+)", output)
-    assert m, "no Job stats in Snakemake's output"
-    return {k: int(v) for k, v in (l.split() for l in m.group(1).splitlines()) if k != "total"}
-
-
-# =========================================================================== no SLURM needed
-
-def test_request_maps_resources_to_submitit_parameters():
-    r = slurm.Request(cpus=4, mem_mb=12000, runtime_min=90, gpus=1, gpu_model="a100", partition="gpu",
-                      account="lab", constraint="ib", qos="high", extra="--exclusive --mail-type=FAIL -x n13",
-                      job_name="smk-cell")
-    p = r.submitit_parameters()
-    assert p["cpus_per_task"] == 4 and p["mem"] == "12000M" and p["time"] == 90
-    assert p["gpus_per_node"] == "a100:1" and p["partition"] == "gpu" and p["account"] == "lab"
-    assert p["constraint"] == "ib" and p["qos"] == "high" and p["job_name"] == "smk-cell"
-    assert p["additional_parameters"] == {"exclusive": True, "mail-type": "FAIL", "exclude": "n13"}
-    assert slurm.Request(gpus=2).submitit_parameters()["gpus_per_node"] == 2
-    assert "gpus_per_node" not in slurm.Request().submitit_parameters()
-    # the sbatch script submitit would write (no SLURM needed for that)
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    script = _make_sbatch_string(command="true", folder="/f", **p)
-    for line in ("--cpus-per-task=4", "--mem=12000M", "--time=90", "--gpus-per-node=a100:1", "--partition=gpu",
-                 "--account=lab", "--constraint=ib", "--qos=high", "--exclusive", "--exclude=n13"):
-        assert f"#SBATCH {line}" in script, (line, script)
-
-
-def fake_slurm(table: dict[str, object], calls: list):
-    """A runner answering like SLURM from ``table``: command name -> (rc, stdout, stderr)
-    or a callable(args) giving that."""
-    def run(args):
-        calls.append(args)
-        answer = table[args[0]]
-        rc, out, err = answer(args) if callable(answer) else answer
-        return subprocess.CompletedProcess(args, rc, out, err)
-    return run
-
-
-def test_watcher_one_sacct_call_for_all_jobs():
-    """One sacct call for all jobs; plus, when some are pending, one squeue call for them
-    (the controller's live pending reason: sacct's is slurmdbd's copy, often stale)."""
-    calls: list = []
-    sacct_out = "7_0|COMPLETED|0:0|None\n7_1|RUNNING|0:0|None\n7_[2-39%40]|PENDING|0:0|Priority\n8|CANCELLED by 0|0:15|None\n"
-    squeue_out = "".join(f"7_{i}|PENDING|Priority\n" for i in range(2, 40))
-    w = slurm.StatusWatcher(runner=fake_slurm({"sacct": (0, sacct_out, ""), "squeue": (0, squeue_out, "")}, calls))
-    ids = [f"7_{i}" for i in range(40)] + ["8"]
-    st = w.poll(ids)
-    assert [c[0] for c in calls] == ["sacct", "squeue"] and calls[0][-1] == "7,8" and calls[1][-1] == "7"
-    assert st["7_2"].reason == "Priority"
-    calls.clear()
-    w.poll(["7_1", "8"])
-    assert [c[0] for c in calls] == ["sacct"]  # nothing pending: sacct alone
-    calls.clear()
-    assert st["7_0"].outcome == "success" and st["7_1"].outcome == "active"
-    assert all(st[f"7_{i}"].state == "PENDING" for i in range(2, 40))
-    assert st["8"].outcome == "failed" and st["8"].state == "CANCELLED"
-
-
-def test_watcher_without_accounting_never_waits(tmp_path):
-    """sacct fails -> one squeue call; jobs squeue no longer lists -> scontrol; jobs
-    SLURM forgot -> submitit's result pickle; and sacct is not tried again."""
-    calls: list = []
-    ok, err = tmp_path / "5_0_result.pkl", tmp_path / "5_1_result.pkl"
-    ok.write_bytes(pickle.dumps(("success", 0)))
-    err.write_bytes(pickle.dumps(("error", "Traceback...\nSlurmError: boom")))
-
-    def scontrol(args):
-        if args[-1] == "5":
-            return 1, "", "slurm_load_jobs error: Invalid job id specified"
-        return 0, "JobId=9 JobName=x JobState=CANCELLED Reason=None Dependency=(null)\n", ""
-
-    table = {
-        "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled"),
-        "squeue": (0, "5_2|RUNNING|None\n5_3|PENDING|Resources\n", ""),
-        "scontrol": scontrol,
-    }
-    w = slurm.StatusWatcher(runner=fake_slurm(table, calls))
-    for i in range(4):
-        w.register(f"5_{i}", tmp_path / f"5_{i}_result.pkl")
-    st = w.poll(["5_0", "5_1", "5_2", "5_3", "9"])
-    assert [c[0] for c in calls] == ["sacct", "squeue", "scontrol", "scontrol"]
-    assert st["5_0"].outcome == "success" and st["5_0"].source == "result-pickle"
-    assert st["5_1"].outcome == "failed" and "boom" in st["5_1"].reason
-    assert st["5_2"].outcome == "active" and st["5_3"].outcome == "active"
-    assert st["9"].outcome == "failed" and st["9"].source == "scontrol"
-    calls.clear()
-    w.poll(["5_2", "5_3"])
-    assert [c[0] for c in calls] == ["squeue"]  # one query per poll from now on
-
-
-def test_plugin_is_discovered():
-    p = subprocess.run([*SNAKEMAKE, "--help"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert re.search(r"--executor \{[^}]*\bprunegen\b", p.stdout), "executor 'prunegen' not listed"
-    assert "--prunegen-partition" in p.stdout
-
-
-def test_dry_run_without_slurm(tmp_path):
-    """Done 6: `snakemake -n --profile profiles/slurm` on a machine with no SLURM at all."""
-    bindir = tmp_path / "bin-no-slurm"
-    bindir.mkdir()
-    for d in os.environ["PATH"].split(":"):
-        if not d or not Path(d).is_dir() or Path(d).resolve() == Path(PY).parent.resolve():
-            continue
-        for exe in Path(d).iterdir():
-            if exe.name not in SLURM_BINARIES and not (bindir / exe.name).exists():
-                try:
-                    (bindir / exe.name).symlink_to(exe)
-                except OSError:
-                    pass
-    path = f"{Path(PY).parent}:{bindir}"
-    assert not any(shutil.which(b, path=path) for b in SLURM_BINARIES)
-    env = dict(os.environ, PATH=path)
-    p = subprocess.run([*SNAKEMAKE, "-n", "--profile", str(PROFILE), "--snakefile", str(SNAKEFILE),
-                        "-d", str(tmp_path), "--config", f"study={SMOKE}", f"results_root={tmp_path}/results"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    out = p.stdout + p.stderr
-    assert job_stats(out) == {"cell": 22, "merge": 1, "figures": 1, "all": 1}
-    assert out.count("rule cell:") == 22
-    assert "This was a dry-run" in out
-
 
 # =========================================================================== real SLURM, accounting
 
@@ -473,7 +126,7 @@ rule work:
         wait_for(polls_after_submit, 120, "the submission and 4 status polls")
         array_id = re.search(r"job (\d+)", [c for c in read_shim(calls_log) if c["name"] == "sbatch"][0]["out"]).group(1)
         tasks = [r for r in cluster.scontrol_show_jobs(array_id) if r.get("WorkDir") == str(tmp_path)]
-        listed = {f"{r['ArrayJobId']}_{t}" for r in tasks for t in slurm._expand_array(f"{r['ArrayJobId']}_[{r['ArrayTaskId']}]")}
+        listed = {f"{r['ArrayJobId']}_{t}" for r in tasks for t in slurm_status._expand_array(f"{r['ArrayJobId']}_[{r['ArrayTaskId']}]")}
         assert len(listed) == 40, listed
         assert len({r["JobName"] for r in tasks}) == 1 and tasks[0]["JobName"].startswith("smk-")
         [comment] = {r["Comment"] for r in tasks}  # the rule and each task's wildcard, in task order
@@ -535,10 +188,10 @@ def test_timeout_signal_checkpoints_and_requeues(acct, tmp_path):
     cmd = (f'n=$(cat {counter} 2>/dev/null || echo 0); echo "start at $n"; '
            f'while [ $n -lt 40 ]; do n=$((n+1)); echo $n > {counter}.tmp; mv {counter}.tmp {counter}; sleep 0.25; done; '
            'echo "done at $n"')
-    ex = slurm.make_executor(tmp_path / "submitit", slurm.Request(cpus=1, mem_mb=100, runtime_min=5,
+    ex = slurm_submit.make_executor(tmp_path / "submitit", slurm_request.Request(cpus=1, mem_mb=100, runtime_min=5,
                                                                   partition="debug", job_name="usr2-probe"))
-    [sub] = slurm.submit(ex, [slurm.ShellJob(cmd, tmp_path, label="counter")])
-    watcher = slurm.StatusWatcher()
+    [sub] = slurm_submit.submit(ex, [slurm_job.ShellJob(cmd, tmp_path, label="counter")])
+    watcher = slurm_status.StatusWatcher()
     watcher.register(sub.job_id, sub.result)
     wait_for(lambda: counter.exists() and int(counter.read_text() or 0) >= 3, 120, "the command to run")
     cluster.run(["scancel", "--signal=USR2", sub.job_id])

@@ -4,9 +4,9 @@ request that can never start. Every claim is read back from SLURM (sacct --dupli
 squeue), from a PATH shim that logs each sbatch/sacct/squeue/scontrol/scancel call, or
 from the Parquet records compared with a local run -- never from the executor's report.
 
-The first tests need no SLURM: the watcher's and the submitter's judgements, fed SLURM's
-own words. The others are marked ``slurm``: they skip where SLURM cannot be started and
-fail under CI=true.
+The watcher's and the submitter's judgements, fed SLURM's own words, need no SLURM:
+tests/cluster/test_slurm.py. These are marked ``slurm``: they skip where SLURM cannot be
+started and fail under CI=true.
 """
 
 from __future__ import annotations
@@ -22,21 +22,23 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.slurm import cluster
-    from tests.slurm.test_executor import (
-        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
-        smk_cmd, start_smk, submitit_folder, wait_for)
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
-    from test_executor import (  # type: ignore[no-redef]
-        REFERENCE, assert_tables_equal, env_with, finish, make_shim, read_shim, reference_run, run_smk,
-        smk_cmd, start_smk, submitit_folder, wait_for)
-
-from prunegen import slurm
+from tests.slurm import cluster
+from tests.slurm.helpers import (
+    REFERENCE,
+    assert_tables_equal,
+    env_with,
+    finish,
+    make_shim,
+    read_shim,
+    reference_run,
+    smk_cmd,
+    start_smk,
+    submitit_folder,
+    wait_for,
+)
 
 slurm_mark = pytest.mark.slurm
+
 
 # Two cells of ~20 s each (600 digits epochs, one epoch checkpoint every ~0.03 s), long
 # enough to be interrupted mid-training, short enough for CI.
@@ -58,199 +60,6 @@ seeds: [0, 1]
 """
 EPOCHS = 600
 CELLS = [f"cells/benchmark=slow/arm=dense/noise=0.0/seed={s}/level=0" for s in (0, 1)]
-
-
-# =========================================================================== no SLURM needed
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
-def sacct_says(rows: list[str], live: dict[str, str] | None = None):
-    """A runner answering sacct with ``rows`` (SLURM's -P output: JobID|State|ExitCode|Reason)
-    and squeue with the same jobs, each pending one with its ``live`` reason (default: the
-    one sacct gives), recording the calls."""
-    calls = []
-
-    def run(args):
-        calls.append(args[0])
-        if args[0] == "sacct":
-            return subprocess.CompletedProcess(args, 0, "".join(r + "\n" for r in rows), "")
-        if args[0] == "squeue":
-            out = ""
-            for r in rows:
-                jid, state, _, reason = r.split("|")
-                out += f"{jid}|{state}|{(live or {}).get(jid, reason)}\n"
-            return subprocess.CompletedProcess(args, 0, out, "")
-        return subprocess.CompletedProcess(args, 0, "", "")
-    return run, calls
-
-
-@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL"])
-def test_preempted_or_node_fail_is_active_until_the_requeue_grace_ends(state):
-    clock = FakeClock()
-    run, _ = sacct_says([f"40|{state}|0:0|None"])
-    w = slurm.StatusWatcher(runner=run, clock=clock, requeue_grace_s=300)
-    st = w.poll(["40"])["40"]
-    assert st.outcome == "active" and "requeues" in st.reason, st
-    clock.t += 299
-    assert w.poll(["40"])["40"].outcome == "active"
-    clock.t += 2
-    st = w.poll(["40"])["40"]
-    assert st.outcome == "failed" and "did not requeue" in st.reason, st
-
-
-def test_a_requeued_job_restarts_the_grace():
-    clock = FakeClock()
-    rows = ["41|PREEMPTED|0:0|None"]
-    run, _ = sacct_says(rows)
-    w = slurm.StatusWatcher(runner=run, clock=clock, requeue_grace_s=300)
-    assert w.poll(["41"])["41"].outcome == "active"
-    rows[0] = "41|PENDING|0:0|BeginTime"  # requeued: a new record
-    clock.t += 200
-    assert w.poll(["41"])["41"].outcome == "active"
-    rows[0] = "41|PREEMPTED|0:0|None"  # preempted again, later: a fresh grace
-    clock.t += 200
-    assert w.poll(["41"])["41"].outcome == "active"
-
-
-def test_unschedulable_pending_fails_after_confirmation_and_asks_for_cancel():
-    clock = FakeClock()
-    run, _ = sacct_says(["50|PENDING|0:0|PartitionConfig", "51|PENDING|0:0|Priority",
-                         "52_[0-3]|PENDING|0:0|QOSMaxWallDurationPerJobLimit"])
-    w = slurm.StatusWatcher(runner=run, clock=clock, unschedulable_confirm_s=15)
-    first = w.poll(["50", "51", "52_0", "52_3"])
-    assert all(s.outcome == "active" for s in first.values()), first  # one pass: not yet
-    clock.t += 16
-    st = w.poll(["50", "51", "52_0", "52_3"])
-    assert st["50"].outcome == "failed" and st["50"].cancel and "PartitionConfig" in st["50"].reason
-    assert st["52_3"].cancel and "QOSMaxWallDurationPerJobLimit" in st["52_3"].reason
-    clock.t += 3600
-    assert w.poll(["51"])["51"].outcome == "active"  # Priority clears: it just waits
-
-
-def test_pending_reason_is_the_controllers_not_slurmdbds():
-    """sacct's Reason of a pending job is slurmdbd's copy (state_reason_prev_db, written with
-    the record): it can read None for the whole wait while squeue says PartitionConfig (the
-    hang of test 6c in CI), or keep a reason that has since cleared. The watcher judges the
-    controller's live reason: one squeue call per poll, only when some job is pending."""
-    clock = FakeClock()
-    rows = ["70|PENDING|0:0|None", "71|PENDING|0:0|QOSMaxWallDurationPerJobLimit", "72|RUNNING|0:0|None"]
-    live = {"70": "PartitionConfig", "71": "Priority"}
-    run, calls = sacct_says(rows, live)
-    w = slurm.StatusWatcher(runner=run, clock=clock, unschedulable_confirm_s=15)
-    first = w.poll(["70", "71", "72"])
-    assert calls == ["sacct", "squeue"], calls
-    assert first["70"].reason == "PartitionConfig" and first["70"].outcome == "active", first
-    clock.t += 16
-    st = w.poll(["70", "71", "72"])
-    assert st["70"].cancel and "PartitionConfig" in st["70"].reason, st["70"]  # sacct said None
-    assert st["71"].outcome == "active" and not st["71"].cancel, st["71"]  # stale: it waits for Priority
-    calls.clear()
-    w.poll(["72"])
-    assert calls == ["sacct"]  # nothing pending: no squeue call
-
-    # squeue fails: the pending reason is sacct's, the best there is
-    def failing(args):
-        if args[0] == "squeue":
-            return subprocess.CompletedProcess(args, 1, "", "squeue: error: Socket timed out")
-        return run(args)
-    w = slurm.StatusWatcher(runner=failing, clock=clock, unschedulable_confirm_s=15)
-    assert w.poll(["71"])["71"].reason == "QOSMaxWallDurationPerJobLimit"
-
-
-def test_sacct_failure_is_retried_then_squeue_then_sacct_again():
-    clock = FakeClock()
-    calls, sleeps, answers = [], [], []
-
-    def run(args):
-        calls.append(args[0])
-        if args[0] == "sacct":
-            ok = answers.pop(0) if answers else True
-            return subprocess.CompletedProcess(args, 0 if ok else 1, "60|RUNNING|0:0|None\n" if ok else "",
-                                               "" if ok else "sacct: error: Problem talking to the database")
-        return subprocess.CompletedProcess(args, 0, "60|RUNNING|None\n", "")
-
-    w = slurm.StatusWatcher(runner=run, clock=clock, sleep=sleeps.append, sacct_retry_after_s=300)
-    answers[:] = [False, True]
-    assert w.poll(["60"])["60"].source == "sacct"
-    assert calls == ["sacct", "sacct"] and sleeps == [1.0]  # one failure: retried within the poll
-    calls.clear()
-    answers[:] = [False, False, False]
-    assert w.poll(["60"])["60"].source == "squeue"
-    assert calls == ["sacct", "sacct", "sacct", "squeue"]
-    calls.clear()
-    clock.t += 100
-    w.poll(["60"])
-    assert calls == ["squeue"]  # within the back-off: squeue only
-    calls.clear()
-    clock.t += 201
-    assert w.poll(["60"])["60"].source == "sacct" and calls == ["sacct"]  # tried again, and it works
-
-
-def test_poll_schedule_numbers():
-    p = slurm.PollSchedule(base_s=10, ceiling_s=60)
-    got = [round(p.unchanged(), 2) for _ in range(6)]
-    assert got == [15.0, 22.5, 33.75, 50.62, 60.0, 60.0]
-    assert p.changed() == 10.0
-
-
-def test_signal_delay_is_at_most_a_quarter_of_the_time_limit(tmp_path):
-    """USR2 120 s before a 2-minute limit is USR2 at the start: the job would be stopped at
-    once (a small job of test 6c was, and failed for lack of progress). A quarter of the
-    limit at most (SLURM may signal up to 30 s early besides)."""
-    assert slurm.signal_delay_for(2, 120) == 30 and slurm.signal_delay_for(1, 120) == 15
-    assert slurm.signal_delay_for(60, 120) == 120 and slurm.signal_delay_for(None, 90) == 90
-    ex = slurm.make_executor(tmp_path, slurm.Request(runtime_min=2), signal_delay_s=120)
-    assert ex.parameters["signal_delay_s"] == 30
-
-
-def test_slurm_minutes():
-    assert slurm.parse_slurm_minutes("00:01:00") == 1
-    assert slurm.parse_slurm_minutes("2-00:00:00") == 2880
-    assert slurm.parse_slurm_minutes("1-12") == 2160
-    assert slurm.parse_slurm_minutes("45") == 45
-    assert slurm.parse_slurm_minutes("1:30") == 2  # 1 min 30 s, rounded up
-    assert slurm.parse_slurm_minutes("UNLIMITED") is None
-
-
-class RefusingExecutor:
-    """Stands in for submitit's executor in the back-off logic only (the real sbatch path is
-    exercised against the cluster below): refuses any batch above ``limit`` jobs with
-    SLURM's QOS message, and the first ``down`` calls with the controller-down message."""
-
-    def __init__(self, limit: int, down: int = 0):
-        self.limit, self.down, self.sizes, self.next_id = limit, down, [], 100
-
-    def submit_batch(self, jobs):
-        self.sizes.append(len(jobs))
-        if self.down:
-            self.down -= 1
-            raise RuntimeError("sbatch: error: Batch job submission failed: Unable to contact slurm controller")
-        if len(jobs) > self.limit:
-            raise RuntimeError("sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job "
-                               "submission failed: Job violates accounting/QOS policy")
-        self.next_id += 1
-        return [slurm.Submitted(f"{self.next_id}_{i}", Path("o"), Path("e"), Path("r")) for i in range(len(jobs))]
-
-
-def test_submit_backoff_halves_for_a_submit_limit_and_waits_for_a_controller(monkeypatch):
-    fake = RefusingExecutor(limit=3, down=2)
-    monkeypatch.setattr(slurm, "submit", lambda ex, jobs: ex.submit_batch(jobs))
-    sleeps = []
-    jobs = [slurm.ShellJob(f"true {i}", "/") for i in range(10)]
-    got = slurm.submit_with_backoff(fake, jobs, sleep=sleeps.append, first_wait_s=2, max_wait_s=60)
-    assert sleeps == [2, 4]  # controller down twice: waited, doubling
-    assert fake.sizes[:3] == [10, 10, 10] and 10 not in fake.sizes[3:]  # then the limit: halved
-    assert [j for j, _ in got.submitted] == jobs and not got.failed
-    assert max(fake.sizes[3:]) <= 5
-    final = slurm.submit_with_backoff(RefusingExecutor(limit=0), jobs[:2], sleep=sleeps.append, budget_s=5)
-    assert len(final.failed) == 2 and "QOSMaxSubmitJobPerUserLimit" in final.failed[0][1]
-    assert slurm.rejection_kind("sbatch: error: invalid partition specified: x") == "final"
 
 
 # =========================================================================== real SLURM
@@ -501,25 +310,6 @@ def test_controller_restart_loses_nothing(acct, tmp_path, two_reference):
     print(f"\ncontroller down twice: {len(sbatch)} sbatch calls ({sum(c['rc'] != 0 for c in sbatch)} refused), "
           f"jobs {runs}")
 
-
-def test_time_out_requeues_only_a_run_that_made_progress(tmp_path):
-    """After a time-out the job is requeued while its cell progresses (a file in its folder
-    changed during the run); a run with no progress is not requeued (it never would finish)."""
-    cell = tmp_path / "cell"
-    cell.mkdir()
-    job = slurm.ShellJob("true", tmp_path, label="c", progress_dirs=[cell], time_limit_min=100)
-    job._started = time.monotonic() - 4801  # ran 80% of its 100-minute limit: submitit's "timed out"
-    job._signature = slurm.progress_signature(job.progress_dirs)
-    assert job.timed_out()
-    # nothing written: requeued once more (SLURM may have signalled before the first epoch)...
-    assert job.checkpoint() is not None and job.idle_timeouts == 1
-    assert job.checkpoint() is None  # ...but a second run in a row without progress is not
-    (cell / "checkpoint.pt").write_bytes(b"epoch 3")
-    assert job.checkpoint() is not None and job.idle_timeouts == 0  # an epoch checkpoint appeared: requeue
-    assert job.checkpoint() is not None  # (the counter starts again)
-    job._started = time.monotonic() - 5  # preempted early, nothing written: requeue anyway
-    job._signature = slurm.progress_signature(job.progress_dirs)
-    assert not job.timed_out() and job.checkpoint() is not None
 
 
 # 6b: one cell asking three times the `short` partition's MaxTime (1 minute): submitted at

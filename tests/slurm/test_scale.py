@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.slurm import cluster
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
+from tests.slurm import cluster
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.slurm import cluster
-    from tests.slurm.test_executor import finish, smk_cmd, start_smk, wait_for
-except ImportError:  # run from another root
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cluster  # type: ignore[no-redef]
-    from test_executor import finish, smk_cmd, start_smk, wait_for  # type: ignore[no-redef]
-
-from prunegen import records
+from prunegen.records import store
+from tests.slurm import cluster
+from tests.slurm.helpers import finish, smk_cmd, start_smk, wait_for
 
 STUDY = """\
 study: watched
@@ -83,7 +77,7 @@ def test_watch_shows_pending_running_completed_and_failed(tmp_path):
     assert Path(m.group(2)).exists() and "exit code 1" in Path(m.group(2)).read_text()  # the job's stderr
     assert "corrupt checkpoint" in Path(m.group(3)).read_text()  # run-cell's own error
     assert "0 queued, 0 pending, 0 running, 1 completed, 1 failed" in last, last
-    assert records.is_complete(root / "watched" / "cells" / "benchmark=slow/arm=dense/noise=0.0/seed=0/level=0",
+    assert store.is_complete(root / "watched" / "cells" / "benchmark=slow/arm=dense/noise=0.0/seed=0/level=0",
                                _hash(study, root))
     assert rc != 0 and blocks.index(pending[0]) < len(blocks) - 1
 
@@ -95,6 +89,6 @@ def _script(tmp_path: Path, seconds: int) -> Path:
 
 
 def _hash(study: Path, root: Path) -> str:
-    from prunegen.config import load_study
+    from prunegen.study.load import load_study
 
     return load_study(study, {"results_root": str(root)}).cell("slow", "dense", 0, 0.0, 0).hash

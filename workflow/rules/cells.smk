@@ -30,7 +30,7 @@ rule cell:
 # real run does as it starts (see the Snakefile); should it run, it does the same.
 rule set_aside:
     output:
-        f"{ROOT}/cells/{dag.CELL_PATTERN}/{records.SET_ASIDE}",
+        f"{ROOT}/cells/{dag.CELL_PATTERN}/{layout.SET_ASIDE}",
     localrule: True
     run:
         dag.set_aside(dag.cell(STUDY, wildcards).dir)

@@ -1,0 +1,45 @@
+"""`jobs.jsonl`: the SLURM jobs of a run, one line per job, in the run's submitit folder
+(prunegen.records.layout: `.snakemake/submitit/<time>-<run id>/jobs.jsonl`). The executor
+plugin appends a line per job it submits (its SLURM id, label, the cell folders it writes
+and its log paths), since an array's `--comment` names the batch, not each task;
+`prunegen status --watch` reads them to join jobs to cells."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..records.layout import JOBS_FILE, SUBMITIT_FOLDER
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    label: str
+    stdout: str
+    stderr: str
+
+
+def append(run_folder: Path, jobs: list[dict]) -> None:
+    """Append jobs (job_id, label, dirs, stdout, stderr) to the run's jobs.jsonl. One
+    appending writer per file: the executor of that run."""
+    lines = "".join(json.dumps({**job, "submitted": time.time()}) + "\n" for job in jobs)
+    with open(Path(run_folder) / JOBS_FILE, "a") as f:
+        f.write(lines)
+
+
+def read_jobs(workdir: Path, folder: str = SUBMITIT_FOLDER) -> dict[str, Job]:
+    """Cell folder (absolute) -> its latest job, over every run's jobs.jsonl in `workdir`."""
+    out: dict[str, Job] = {}
+    for path in sorted((Path(workdir) / folder).glob(f"*/{JOBS_FILE}")):  # run folders sort by time
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line being appended this instant
+            job = Job(str(row["job_id"]), row.get("label", ""), row.get("stdout", ""), row.get("stderr", ""))
+            for d in row.get("dirs", []):
+                out[str(Path(d).absolute())] = job
+    return out

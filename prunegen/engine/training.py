@@ -1,0 +1,214 @@
+"""The training loop: cycles of SGD with a restarted LR schedule, masks kept at zero,
+a checkpoint every epoch, and bit-identical resume on CPU.
+
+Data order and augmentation come from a generator derived from (seed, cycle,
+epoch), so a resumed run needs only the model, the optimizer and the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..study.hparams import Train
+from . import pruning
+from .checkpoints import Checkpoint
+from .data import augment_batch, normalisation, to_float
+from .seeds import generator
+from .sgd import SGD
+from .splits import Split, Splits
+
+log = logging.getLogger("prunegen")
+
+
+def lr_at(hp: Train, step: int, steps_per_epoch: int, constant: float | None = None) -> float:
+    """LR at `step` of a cycle: optional linear warmup, then constant / step / cosine."""
+    if constant is not None:
+        return constant
+    s = hp.schedule
+    epoch = step / steps_per_epoch
+    if s.warmup_epochs and epoch < s.warmup_epochs:
+        # capped: with a warmup of a fractional number of steps the last one would overshoot
+        return hp.lr * min(1.0, (step + 1) / (s.warmup_epochs * steps_per_epoch))
+    frac = epoch / hp.epochs
+    if s.kind == "step":
+        return hp.lr * s.gamma ** sum(frac >= m for m in s.milestones)
+    if s.kind == "cosine":
+        return hp.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return hp.lr
+
+
+def make_optimizer(model: nn.Module, hp: Train) -> SGD:
+    return SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+               weight_decay=hp.weight_decay)
+
+
+CPU_CHANNELS_LAST_MIN = 16  # narrowest conv (output channels) that runs channels_last on CPU
+
+
+def use_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Convolutional models run channels_last (NHWC) on CUDA, where cuDNN is faster in it,
+    and on CPU when every conv has at least 16 output channels: oneDNN's NHWC kernels
+    train a width-16 ResNet-20 about 1.3x faster there, but narrower convs (the
+    downscaled arms' widths) are slower in NHWC, pathologically so on some CPUs
+    (a width-4 ResNet-20 once took minutes per epoch against 5 s in NCHW)."""
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return False
+    return device.type == "cuda" or min(convs) >= CPU_CHANNELS_LAST_MIN
+
+
+def autocast(device: torch.device) -> torch.autocast | contextlib.nullcontext:
+    """bf16 autocast on CUDA (weights, masks, gradients and the loss stay fp32); off
+    elsewhere, so that CPU results are plain fp32 and bit-reproducible. Off is a no-op
+    context: entering a disabled torch.autocast costs some 3 us, every step."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tensor:
+    x = to_float(x, splits.mean, splits.std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int,
+             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example loss (against split.y) and predicted class, in large no-grad batches."""
+    model.eval()
+    losses, preds = [], []
+    for i in range(0, len(split), batch_size):
+        x = _inputs(split.x[i:i + batch_size], splits, channels_last)
+        with autocast(x.device):
+            out = model(x).float()
+        losses.append(F.cross_entropy(out, split.y[i:i + batch_size], reduction="none"))
+        preds.append(out.argmax(1))
+    model.train()
+    if not losses:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(losses).cpu(), torch.cat(preds).cpu()
+
+
+def _mean_metrics(model, split, splits, hp, channels_last) -> tuple[float, float]:
+    if len(split) == 0:
+        return float("nan"), float("nan")
+    loss, pred = evaluate(model, split, splits, hp.eval_batch_size, channels_last)
+    return float(loss.mean()), float((pred == split.y.cpu()).float().mean())
+
+
+def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: Splits, hp: Train,
+                g: torch.Generator, epoch: int, lr_constant: float | None = None,
+                channels_last: bool = False) -> tuple[float, int]:
+    """One pass over the training split in the order drawn from `g`; returns the summed
+    loss and the number of correct predictions (on the labels trained on)."""
+    device = splits.train.x.device
+    n, bs = len(splits.train), hp.batch_size
+    steps = math.ceil(n / bs)
+    perm = torch.randperm(n, generator=g, device=device)
+    labels = splits.train.y.index_select(0, perm)  # the epoch's labels in batch order, in one gather
+    mean, std = normalisation(splits.mean, splits.std, device)
+    # Every batch is normalised into this one tensor (a fresh one per step made an LeNet
+    # step on CPU 5% slower); a step overwrites it only after the previous step's
+    # backward pass, the last to read it, has run.
+    inputs = torch.empty((bs, *splits.train.x.shape[1:]), device=device,
+                         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # Losses and outputs are kept and counted after the epoch: a running total on the
+    # device cost six small ops a step (3% of an LeNet step on CPU).
+    losses, outputs = [], []
+    for i in range(steps):
+        idx = perm[i * bs:(i + 1) * bs]
+        x = splits.train.x.index_select(0, idx)  # the same rows as x[idx], in a third of the time
+        if splits.augment:
+            x = augment_batch(x, g, flip=splits.flip)
+        x = to_float(x, mean, std, out=inputs[:len(idx)])
+        y = labels[i * bs:(i + 1) * bs]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
+        with autocast(device):
+            out = model(x)
+            loss = F.cross_entropy(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        pruning.mask_grads(bound)
+        optimizer.step()
+        losses.append(loss.detach())
+        outputs.append(out.detach())
+    if not losses:
+        return 0.0, 0
+    correct = int((torch.cat(outputs).argmax(1) == labels).sum())
+    # Summed in step order in fp32, as a running total on the device was: the same bits.
+    loss_sum = np.float32(0)
+    for loss, out in zip(torch.stack(losses).cpu().numpy(), outputs):
+        loss_sum += loss * np.float32(len(out))
+    return float(loss_sum), correct
+
+
+def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cycles: list[int],
+          seed: int, checkpoint: Checkpoint, label: str = "", lr_constant: float | None = None,
+          on_epoch: Callable[[int, int, nn.Module], None] | None = None,
+          first_epoch: int = 0) -> tuple[list[dict], dict]:
+    """Train `model` for the chain cycles `cycles` (LR and optimizer restarted each cycle),
+    each from epoch `first_epoch` of the schedule to its end (weight rewinding starts past 0).
+
+    Returns the per-epoch history and resume information. `on_epoch(cycle, epoch, model)`
+    is called after each completed epoch (and with `first_epoch` before training).
+    """
+    device = splits.train.x.device
+    channels_last = use_channels_last(model, device)
+    n, bs = len(splits.train), hp.batch_size
+    steps = math.ceil(n / bs)
+    history: list[dict] = []
+    start_cycle, start_epoch = 0, first_epoch
+    optimizer = make_optimizer(model, hp)
+    resumed = None
+    state = checkpoint.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        start_cycle, start_epoch, history = state["cycle_pos"], state["epoch"], list(state["history"])
+        if start_epoch < hp.epochs:
+            optimizer.load_state_dict(state["optimizer"])
+        resumed = {"cycle": cycles[start_cycle] if start_cycle < len(cycles) else None, "epoch": start_epoch}
+        log.info("%s: resuming from checkpoint at cycle %s epoch %d", label, resumed["cycle"], start_epoch)
+    bound = pruning.bind(model, mask)
+    pruning.apply_mask(bound, optimizer)
+    if state is None and on_epoch is not None and cycles:
+        on_epoch(cycles[0], first_epoch, model)
+    model.train()
+
+    for pos in range(start_cycle, len(cycles)):
+        cycle = cycles[pos]
+        begin = start_epoch if pos == start_cycle else first_epoch
+        if begin >= hp.epochs:
+            continue
+        if begin == first_epoch:  # (a checkpoint is always past it: saved after an epoch)
+            optimizer = make_optimizer(model, hp)  # LR rewinding: a fresh schedule and momentum
+        for epoch in range(begin, hp.epochs):
+            t0 = time.perf_counter()
+            lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
+            loss_sum, correct = train_epoch(model, optimizer, bound, splits, hp,
+                                            generator(seed, "batches", cycle, epoch, device=device),
+                                            epoch, lr_constant, channels_last)
+            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
+            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last)
+            row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,
+                   "train_loss": loss_sum / n, "train_acc": correct / n,
+                   "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            log.info("%s | cycle %d epoch %d/%d lr %.4g | train loss %.4f acc %.4f | val acc %.4f | test acc %.4f | %.2fs",
+                     label, cycle, epoch + 1, hp.epochs, lr0, row["train_loss"], row["train_acc"],
+                     val_acc, test_acc, row["seconds"])
+            if on_epoch is not None:
+                on_epoch(cycle, epoch + 1, model)
+            checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            cycle_pos=pos, epoch=epoch + 1, history=history)
+    return history, {"resumed_from": resumed}
