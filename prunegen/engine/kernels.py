@@ -14,14 +14,23 @@ pass a plain loop. Same parameters, same modules, same state_dict.
 Bits: products below `ONEDNN_MIN_MACS`, the ReLUs and the bias gradients run the very ops
 autograd runs for `nn.Linear` + `F.relu` (addmm forward; g.t() @ a, g @ w and a sum over
 rows backward; threshold_backward), so they give the module path's bits
-(tests/test_kernels.py). Products in oneDNN are the same sums in another order: they
+(tests/engine/test_kernels.py). Products in oneDNN are the same sums in another order: they
 differ from MKL's in the low-order bits, and are as deterministic (same shapes, same
 threads, same bits). Which kernel runs a product depends only on its shapes.
+
+One derivative only: the backward pass is a plain loop, not itself differentiable, so a
+second derivative through it (a Hessian-vector product) is refused with an error
+(`once_differentiable`), never computed wrong; what needs one runs inside `unfused()`,
+where the modules (autograd all the way down) run instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
+from torch.autograd.function import once_differentiable
 
 # oneDNN wins from about this many multiply-adds per product (rows x in x out): below
 # it, its fixed cost per call (some 7 us) outweighs its faster kernel. Measured on 1 and
@@ -32,12 +41,26 @@ ONEDNN_MIN_MACS = 3_000_000
 
 _matmul = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 _relu_grad = torch.ops.aten.threshold_backward  # what autograd runs for F.relu's backward
+_UNFUSED = contextvars.ContextVar("prunegen_unfused", default=False)
+
+
+@contextlib.contextmanager
+def unfused():
+    """Inside the block, MLPs run through their modules, whose every op autograd can
+    differentiate again: for what takes a second derivative (GraSP's Hessian-vector
+    product), which the fused node refuses."""
+    token = _UNFUSED.set(True)
+    try:
+        yield
+    finally:
+        _UNFUSED.reset(token)
 
 
 def fuses(x: torch.Tensor) -> bool:
     """Whether `mlp` runs this batch: fp32 on CPU, autocast off (under autocast, and on
-    CUDA, the modules run and autocast picks the precision)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    CUDA, the modules run and autocast picks the precision), outside `unfused()`."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not _UNFUSED.get())
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -70,6 +93,7 @@ class _MLP(torch.autograd.Function):
         return x
 
     @staticmethod
+    @once_differentiable  # a plain loop, not differentiable again: a second derivative is refused
     def backward(ctx, grad):
         saved = ctx.saved_tensors
         layers = len(saved) // 3

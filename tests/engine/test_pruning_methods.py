@@ -162,3 +162,94 @@ def test_a_method_that_miscounts_is_refused(monkeypatch):
     monkeypatch.setitem(pruning.registry.METHODS, "magnitude", lambda m, mk, keep, ctx: pruning.magnitude_prune(m, mk, keep + 1))
     with pytest.raises(AssertionError, match="kept 11 weights \\(asked 10\\)"):
         pruning.prune({"name": "magnitude"}, model, mask, 10, context())
+
+
+# ---------------------------------------------------------------- GraSP against the authors' procedure
+
+def _authors_grasp(net: nn.Sequential, masks: dict, halves, T: float) -> dict[int, torch.Tensor]:
+    """GraSP as the authors' code computes it (alecwangcq/GraSP, pruner/GraSP.py): plain
+    nn.Linear layers in train mode; grad_w, the gradient of each half's mean cross-entropy of
+    logits / T, summed over the halves; z = sum over halves of grad_w . grad(loss_half,
+    create_graph=True); score = -w * dz/dw, for every Linear weight (the gradient flow runs
+    through all of them). `masks` (layer index -> 0/1): weights already pruned enter the
+    forward as w * m, so no gradient flows through them (the authors prune from dense)."""
+    linears = [i for i, m in enumerate(net) if isinstance(m, nn.Linear)]
+    weights = [net[i].weight for i in linears]
+
+    def forward(x):
+        for i, m in enumerate(net):
+            x = F.linear(x, m.weight * masks[i], m.bias) if i in masks else m(x)
+        return x
+
+    grad_w = None
+    for x, y in halves:
+        g = torch.autograd.grad(F.cross_entropy(forward(x) / T, y), weights)
+        grad_w = list(g) if grad_w is None else [a + b for a, b in zip(grad_w, g)]
+    z = 0
+    for x, y in halves:
+        grad_f = torch.autograd.grad(F.cross_entropy(forward(x) / T, y), weights, create_graph=True)
+        z = z + sum((a * b).sum() for a, b in zip(grad_w, grad_f))
+    hg = torch.autograd.grad(z, weights)
+    return {i: -(w * h).detach() for i, w, h in zip(linears, weights, hg)}
+
+
+def _engine_mlp_and_plain_copy(seed: int = 5):
+    from prunegen.engine.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model({"name": "mlp", "hidden": [300, 100]}, input_shape=(1, 28, 28), num_classes=10)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                          nn.Linear(100, 10))
+    for i, name in ((1, "fc1"), (3, "fc2"), (5, "output")):
+        plain[i].load_state_dict(getattr(model, name).state_dict())
+    g = torch.Generator().manual_seed(seed + 1)
+    bs = [(torch.randn(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)) for _ in range(2)]
+    return model, plain.train(), bs
+
+
+def test_grasp_on_the_engines_mlp_equals_the_authors_procedure_through_plain_linear_layers():
+    """At MNIST size on CPU, the engine's MLP runs through the fused kernel (no second
+    derivative): GraSP must score through a path that has one."""
+    from prunegen.engine import kernels
+
+    model, plain, bs = _engine_mlp_and_plain_copy()
+    assert kernels.uses_onednn(bs[0][0].flatten(1), model.fc1.weight)  # the fused, oneDNN path is what trains
+    mask = pruning.full_mask(model, ("output",))
+    ours = saliency.grasp_scores(model, mask, bs, 200.0)
+    ref = _authors_grasp(plain, {}, bs, 200.0)
+    # ours averages the batches' losses, the authors sum their halves': the same scores x 1/4
+    for i, name in ((1, "fc1.weight"), (3, "fc2.weight")):
+        torch.testing.assert_close(4 * ours[name], ref[i], rtol=1e-3, atol=1e-9)
+    assert all(ours[n].abs().max() > 0 for n in ours)
+
+
+def test_grasp_from_a_partly_pruned_mask_ignores_the_weights_already_pruned():
+    model, plain, bs = _engine_mlp_and_plain_copy(seed=7)
+    mask = pruning.full_mask(model, ("output",))
+    g = torch.Generator().manual_seed(3)
+    for name, idx in (("fc1.weight", 1), ("fc2.weight", 3)):  # half of each layer already pruned
+        mask[name] = torch.rand(mask[name].shape, generator=g) < 0.5
+    pruning.apply_mask(pruning.bind(model, mask))
+    for name, idx in (("fc1.weight", 1), ("fc2.weight", 3)):
+        with torch.no_grad():
+            plain[idx].weight.mul_(mask[name])
+    ours = saliency.grasp_scores(model, mask, bs, 200.0)
+    ref = _authors_grasp(plain, {1: mask["fc1.weight"].float(), 3: mask["fc2.weight"].float()}, bs, 200.0)
+    for name, idx in (("fc1.weight", 1), ("fc2.weight", 3)):
+        torch.testing.assert_close(4 * ours[name], ref[idx], rtol=1e-3, atol=1e-9)
+        assert ours[name][mask[name]].abs().max() > 0
+
+
+def test_the_fused_mlp_refuses_a_second_derivative_instead_of_giving_a_wrong_one():
+    from prunegen.engine import kernels
+
+    model, _, bs = _engine_mlp_and_plain_copy()
+    x, y = bs[0]
+    assert kernels.fuses(x)
+    loss = F.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(loss, [model.fc1.weight], create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.pow(2).sum().backward()
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), [model.fc1.weight], create_graph=True)
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):  # no path: refused, not wrong
+        torch.autograd.grad(g.pow(2).sum(), [model.fc1.weight])

@@ -1,6 +1,15 @@
 """Gradient saliencies on training batches: SNIP (Lee et al. 2019) and GraSP (Wang et
-al. 2020). Scores are taken on a copy of the model, so the model itself (its weights
-and BatchNorm statistics) is left as it was."""
+al. 2020). Scores are taken on a copy of the model in train mode, as the authors' code
+scores (BatchNorm normalises with the batches' own statistics), so the model itself (its
+weights and BatchNorm statistics) is left as it was.
+
+GraSP differentiates twice, so it scores with the MLP's fused CPU kernel switched off
+(prunegen.engine.kernels.unfused: the kernel has one derivative only and refuses a second).
+From a partly pruned mask (imp level 2 and up), the weights already pruned enter the
+forward pass as w * m with the mask held constant, so no gradient, and no Hessian term,
+flows through them: the scores are those of the network that is left. tests/engine/
+test_pruning_methods.py checks both against the authors' procedure on plain nn.Linear
+layers."""
 
 from __future__ import annotations
 
@@ -9,7 +18,9 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
+from .. import kernels
 from .context import Batches, Context
 from .masks import Mask, keep_top
 
@@ -30,19 +41,25 @@ def snip_scores(model: nn.Module, mask: Mask, batches: Batches) -> dict[str, tor
 
 
 def grasp_scores(model: nn.Module, mask: Mask, batches: Batches, temperature: float) -> dict[str, torch.Tensor]:
-    """GraSP's S = -w ⊙ Hg, with g and H the gradient and Hessian (w.r.t. the prunable
-    weights) of the mean cross-entropy of logits / temperature. Hg is one
-    Hessian-vector product: the gradient of g(w)ᵀ stop_grad(g)."""
+    """GraSP's S = -w ⊙ Hg for the prunable weights, with g and H the gradient and Hessian
+    of the mean cross-entropy of logits / temperature with respect to every conv and linear
+    weight (the gradient flow runs through all of them, ignored layers included, as in the
+    authors' code). Hg is one Hessian-vector product: the gradient of g(w)ᵀ stop_grad(g)."""
     m, params = _copy(model)
-    weights = [params[n] for n in mask]
+    flow = [f"{name}.weight" for name, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    weights = [params[n] for n in flow]
+    held = {n: mask[n].to(params[n].dtype) for n in mask}  # constant: pruned weights pass no gradient
 
     def loss():
-        return sum(F.cross_entropy(m(x) / temperature, y) for x, y in batches) / len(batches)
+        effective = {n: params[n] * held[n] for n in mask}
+        return sum(F.cross_entropy(functional_call(m, effective, (x,)) / temperature, y)
+                   for x, y in batches) / len(batches)
 
-    g = [t.detach() for t in torch.autograd.grad(loss(), weights)]
-    g_live = torch.autograd.grad(loss(), weights, create_graph=True)
-    hg = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g_live, g)), weights)
-    return {n: -(w * h).detach() for n, w, h in zip(mask, weights, hg)}
+    with kernels.unfused():  # a second derivative: the fused MLP kernel has one only
+        g = [t.detach() for t in torch.autograd.grad(loss(), weights)]
+        g_live = torch.autograd.grad(loss(), weights, create_graph=True)
+        hg = dict(zip(flow, torch.autograd.grad(sum((a * b).sum() for a, b in zip(g_live, g)), weights)))
+    return {n: -(params[n] * hg[n]).detach() for n in mask}
 
 
 def snip(model: nn.Module, mask: Mask, keep: int, ctx: Context, batches: int) -> Mask:

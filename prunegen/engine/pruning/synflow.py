@@ -1,8 +1,14 @@
 """SynFlow (Tanaka et al. 2020): data-free, iterative. The score of a weight is
 |∂R/∂w ⊙ w| with R = 1ᵀ(∏ |W|) 1, the network's output summed on an all-ones input
-with every weight and statistic replaced by its absolute value (in float64, as the
-paper's code does); pruned over `rounds` rounds on an exponential schedule, rescored
-after each, so that no layer is cut off before the last round."""
+with every weight and statistic replaced by its absolute value; pruned over `rounds`
+rounds on an exponential schedule, rescored after each, so that no layer is cut off
+before the last round.
+
+Precision: the scores are computed here in float64, so that the products of many small
+weights of a deep net do not underflow. The authors' code (ganguli-lab/Synaptic-Flow,
+`Pruners/pruners.py`) computes them in float32 at its current commit: its float64 input
+is commented out. The ranking of the weights, which is all a mask reads, is the same
+unless two scores fall within float32's rounding of each other."""
 
 from __future__ import annotations
 
