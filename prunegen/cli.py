@@ -66,8 +66,13 @@ def cmd_figures(args) -> None:
 def cmd_results(args) -> None:
     from .analysis.report.build import build  # the analysis: no torch
 
+    if args.beside and not args.beside_study:
+        from .study.grid import StudyError  # the one-line error every command reports
+
+        raise StudyError("--beside needs --beside-study: the file of the study whose tables those are")
+    beside = (args.beside_study, args.beside, args.beside_label or str(args.beside_study)) if args.beside else None
     for path in build(_load(args), args.out, args.study, refresh=not args.from_page_tables, since=args.since,
-                      since_label=args.since_label):
+                      since_label=args.since_label, beside=beside):
         print(path)
 
 
@@ -169,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--since", type=Path, help="an earlier page's verdicts.parquet: the page gets a \"What "
                    "changed\" section, verdict by verdict (the records are kept beside the page)")
     p.add_argument("--since-label", help="how the page names that earlier judgement (default: its path)")
+    p.add_argument("--beside", type=Path, metavar="TABLES", help="another study's page tables (the folder beside "
+                   "its page): a \"Two regimes\" section sets it beside this study, judged by the same rules "
+                   "(needs --beside-study)")
+    p.add_argument("--beside-study", type=Path, metavar="FILE", help="--beside: that study's file")
+    p.add_argument("--beside-label", help="--beside: how the page names that study (default: its file)")
     p.set_defaults(func=cmd_results)
 
     args = parser.parse_args(argv)

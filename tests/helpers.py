@@ -4,6 +4,7 @@ numbers a page prints. Imported by tests (never from another test file or confte
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def numbers_not_in_tables(text: str, tables_dir: Path, names=None, benchmark: st
         if benchmark is not None and "benchmark" in df:
             df = df[df["benchmark"] == benchmark]
         values = df.select_dtypes("number").to_numpy(float).ravel()
-        known |= {markdown.pct(v) for v in values} | {markdown.num(v) for v in values}
+        known |= {markdown.pct(v) for v in values} | {markdown.num(v) for v in values} | \
+            {markdown.points(v) for v in values}
     return [n for n in markdown.numbers(text) if n not in known and n not in quoted]
 
 
@@ -103,7 +105,9 @@ def page_numbers_in_tables(text: str, tables_dir: Path, benchmark: str | None = 
     from prunegen.analysis.report.tables import PAGE_TABLES
     from prunegen.analysis.verdicts import paper
 
-    quoted = {f"{abs(q.figure) * 100:.2f}%" for q in paper.QUOTED} | {"2.81%"}
+    quoted = {f"{abs(q.figure) * 100:.2f}%" for q in paper.QUOTED}  # the figures, and their context
+    quoted |= {n for q in paper.QUOTED for n in re.findall(r"\d+\.\d{2}%", q.context)}
+    quoted |= {f"{100 * q.noise:.2f}%" for q in paper.QUOTED if q.noise is not None}
     return numbers_not_in_tables(text, tables_dir, (*PAGE_TABLES, "verdicts"), benchmark, quoted)
 
 

@@ -311,10 +311,12 @@ def test_results_page_prints_only_numbers_found_in_the_tables(study, tables, tmp
 
     assert f" Engine: {provenance.current(torch.__version__)} ({n} cells)." in text and "Warning" not in text
     verdicts = claims_page.judge(study, tables)
-    for r in rules.summarize(verdicts, ["digits-mlp"]).itertuples():
-        assert f"| `digits-mlp` | {r.claim}. {r.title} |" in text and text.count(f"| {r.verdict} |") >= 1
-    # two seeds: the page says what its interval is
-    assert "2 seeds (0, 1): intervals are the mean +- 12.71 standard errors" in text
+    rows = claims_page.verdict_rows(study, verdicts, ["digits-mlp"])
+    assert len(rows) == len(CLAIMS)  # one per claim, each on the page as the rule gives it
+    for cells in rows:
+        assert "| " + " | ".join(cells) + " |" in text
+    assert all(cells[3].endswith("(not the paper's regime)") for cells in rows)  # digits: not the paper's model
+    assert "2 seeds (0, 1)" in text
 
 
 def test_the_all_subgroup_is_the_summary_training_loss(tables):
@@ -366,37 +368,43 @@ def test_results_without_tables_is_one_error_naming_the_file(study, tmp_path, ca
     assert not (tmp_path / "page.md").exists()
 
 
+STUDY_OF_THE_PAGE = ("mnist", "workflow/studies/mnist.yaml")  # (study name, file) behind docs/results.md
+
+
 def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
-    """docs/results.md regenerates byte for byte from docs/results/mnist/tables, every number
-    on it is in those tables, and its claim-5 verdict is the one its own text states."""
+    """docs/results.md regenerates byte for byte from its committed tables, every number on
+    it is in those tables, and every (benchmark, claim) has one verdict, the one its section states."""
     from tests.helpers import REPO
 
-    doc, tables = REPO / "docs" / "results.md", REPO / "docs" / "results" / "mnist" / "tables"
-    study = load_study(REPO / "workflow" / "studies" / "mnist.yaml", {"results_root": str(tmp_path / "none")})
-    shutil.copytree(tables, tmp_path / "results" / "mnist" / "tables")
-    paths = build.build(study, tmp_path / "results.md", "workflow/studies/mnist.yaml", refresh=False)
+    name, source = STUDY_OF_THE_PAGE
+    doc, tables = REPO / "docs" / "results.md", REPO / "docs" / "results" / name / "tables"
+    study = load_study(REPO / source, {"results_root": str(tmp_path / "none")})
+    shutil.copytree(REPO / "docs" / "results", tmp_path / "results")  # the page's tables, and any set beside them
+    paths = build.build(study, tmp_path / "results.md", source, refresh=False)
     assert paths[0].read_text() == doc.read_text()
     for p in paths[1:]:
         assert p.read_bytes() == (REPO / "docs" / p.relative_to(tmp_path)).read_bytes(), p.name
-    judged = tmp_path / "results" / "mnist" / "tables" / "verdicts.parquet"
+    judged = tmp_path / "results" / name / "tables" / "verdicts.parquet"
     assert judged.read_bytes() == (tables / "verdicts.parquet").read_bytes()
     text = doc.read_text()
-    assert page_numbers_in_tables(text, tables) == []
+    assert page_numbers_in_tables(text.split("## Two regimes")[0] + text.split("## Compute")[1], tables) == []
     benchmarks = sorted(study.benchmarks)
     assert len(benchmarks) == 2  # MNIST and Fashion-MNIST, each judged on its own rows
     for b in benchmarks:
         assert page_numbers_in_tables(text, tables, b) == []
     summary = pd.read_parquet(tables / "summary.parquet")
     assert (summary.groupby("benchmark")["seed"].nunique() >= 5).all()
-    # a verdict for every claim and benchmark; every inconclusive one says what would decide it
     verdicts = pd.read_parquet(tables / "verdicts.parquet")
-    assert set(verdicts.groupby(["benchmark", "claim"]).groups) == {(b, c) for b in benchmarks for c in CLAIMS}
+    primary = rules.summarize(verdicts, benchmarks).set_index(["benchmark", "claim"])
+    assert len(primary) == len(benchmarks) * len(CLAIMS)
     for b in benchmarks:
         section = text.split(f"## Benchmark `{b}`")[1].split("\n## ")[0]
+        for claim in CLAIMS:  # one verdict per claim, stated in its section as in the table
+            assert f"### {claim}. {CLAIMS[claim].title}" in section
+            assert f"**Verdict: {primary.loc[(b, claim), 'verdict']}**" in section
         deciding = section.split("### What would decide it")[1]
         for claim in verdicts.loc[(verdicts["benchmark"] == b) & (verdicts["verdict"] == "inconclusive"), "claim"].unique():
             assert re.search(rf"- claim {claim}: \d+ inconclusive; .*\d", deciding), (b, claim)
-    assert "## What changed since " in text
     head = pd.read_parquet(tables / "headline.parquet")
     for b in benchmarks:  # claim 1's dense reference, in that benchmark's own section
         section = text.split(f"## Benchmark `{b}`")[1].split("\n## ")[0]
@@ -406,22 +414,23 @@ def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
     compute = pd.read_parquet(tables / "compute.parquet").iloc[0]
     assert compute["cells"] == len(study.cells())
     assert f"{compute['cells']} cells, {compute['epochs']} training epochs" in text
-    verdicts = pd.read_parquet(tables / "verdicts.parquet")
-    for b in verdicts["benchmark"].unique():
-        five = verdicts[(verdicts["benchmark"] == b) & (verdicts["claim"] == "5")].iloc[0]
-        table_line = [ln for ln in text.splitlines() if ln.startswith(f"| `{b}` | 5. ")][0]
-        assert table_line.endswith(f"| {five['verdict']} |")
-        assert f"{markdown.of_record(five)}, expected > 0: **{five['verdict']}**" in text
 
 
-def test_the_readme_states_the_verdicts_of_the_committed_page():
+def test_the_readme_verdict_table_has_one_row_per_benchmark_and_claim_as_the_page():
     from tests.helpers import REPO
 
+    name, source = STUDY_OF_THE_PAGE
     readme = (REPO / "README.md").read_text()
-    verdict_table = (REPO / "docs" / "results.md").read_text().split("## Verdicts")[1].split("\n## ")[0]
-    page_rows = [ln for ln in verdict_table.splitlines() if re.match(r"\| `[^`]+` \| \d[ab]?\. ", ln)]
-    assert len(page_rows) == 6 * 2
-    for line in page_rows:  # | `benchmark` | claim | expects | verdict |
-        cells = [c.strip() for c in line.strip("|").split(" | ")]
-        benchmark, claim, verdict = cells[0], cells[1], cells[-1]
-        assert f"| {benchmark} | {claim} | {verdict} |" in readme, (benchmark, claim)
+    block = readme.split("<!-- verdicts: copied from docs/results.md")[1].split("-->", 1)[1].strip().split("\n\n")[0]
+    rows = [ln for ln in block.splitlines() if ln.startswith("| `")]
+    verdicts = pd.read_parquet(REPO / "docs" / "results" / name / "tables" / "verdicts.parquet")
+    keys = [tuple(c.strip() for c in ln.strip("|").split(" | ")[:2]) for ln in rows]
+    expected = [(f"`{b}`", f"{c}. {CLAIMS[c].title}") for b in sorted(verdicts["benchmark"].unique()) for c in CLAIMS]
+    assert keys == expected  # exactly one row per (benchmark, claim), in order, and nothing else
+    study = load_study(REPO / source, {"results_root": "/nonexistent"})
+    assert block.splitlines() == claims_page.readme_table(study, verdicts)[:-1]  # the page's verdicts, as they are
+    page = (REPO / "docs" / "results.md").read_text()
+    for ln in rows:  # and the page's own verdict table says the same
+        b, claim, verdict, places = (c.strip() for c in ln.strip("|").split(" | "))
+        assert any(p.startswith(f"| {b} | {claim} | ") and p.endswith(f"| {verdict} | {places} |")
+                   for p in page.splitlines()), (b, claim)

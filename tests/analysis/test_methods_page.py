@@ -34,11 +34,14 @@ def test_the_committed_methods_page_is_what_its_committed_tables_give(tmp_path):
 def test_the_committed_tie_verdicts_follow_from_the_committed_summary():
     tie, summary = pd.read_parquet(TABLES / "tie.parquet"), pd.read_parquet(TABLES / "summary.parquet")
     assert len(tie) == 4 and (tie["removed"] == 5500).all() and (tie["train_examples"] == 55000).all()
+    ivs = []
     for r in tie.itertuples():
         te = {a: summary[(summary["arm"] == a) & (summary["level"] == r.level)].set_index("seed")["test_error"]
               for a in ("tie_removed", "tie_random")}
         assert len(te["tie_removed"]) == len(te["tie_random"]) == 5
-        iv = stats.Interval.of(te["tie_removed"] - te["tie_random"])
-        assert (r.mean, r.ci_low, r.ci_high) == (iv.mean, iv.low, iv.high)
-        assert r.verdict == stats.outcome(iv, +1)[0]
+        ivs.append(stats.Interval.of(te["tie_removed"] - te["tie_random"]))
+        assert (r.mean, r.ci_low, r.ci_high) == (ivs[-1].mean, ivs[-1].low, ivs[-1].high)
+    rejected, adjusted, _ = stats.holm([iv.p_value for iv in ivs])  # one family: the pair's 4 levels
+    for r, iv, rej, p_holm in zip(tie.itertuples(), ivs, rejected, adjusted):
+        assert r.verdict == stats.outcome(iv, +1, rej)[0] and r.p_holm == p_holm
         assert f"| {r.verdict} |" in DOC.read_text()

@@ -26,11 +26,14 @@ from prunegen.records import schemas
 from prunegen.study.load import load_study
 from tests.helpers import REPO
 
-SIGN = {"agrees": +1, "opposes": -1, "unclear": 0}
+# benchmark -> (sign of pruning's effects, sign of the downscaled arms' effects)
+SIGN = {"agrees": (+1, +1), "opposes": (-1, -1), "unclear": (0, 0), "small_opposes": (+1, -1),
+        "small_unclear": (+1, 0)}
 SEEDS = (0, 1, 2)
 NOISES = (0.0, 0.1, 0.3)
 LEVELS = 4
 FRACTION = 0.2
+CLAIM_KEYS = ("1", "2a", "2b", "3a", "3b", "4a", "4b", "5")
 
 
 def _jitter(sign: int, seed: int, size: float) -> float:
@@ -50,9 +53,13 @@ def _chosen(sign: int, noise_rank: int, seed: int) -> int:
 
 
 def synthetic_summary(signs=SIGN, seeds=SEEDS, noises=NOISES, levels=LEVELS, fraction=FRACTION) -> pd.DataFrame:
+    """A summary table from formulas whose every verdict is known: with sign +1, pruning does
+    what the paper says (claims 1, 2a, 2b, 3a, 3b and 5), with -1 the opposite, with 0 its
+    seeds disagree; the second sign does the same for the downscaled arms (claims 4a, 4b)."""
     rows = []
     arms = ("imp", "extended", "downscaled", "downscaled_extended", "random")
-    for b, s in signs.items():
+    for b, sign in signs.items():
+        s, ds = sign if isinstance(sign, tuple) else (sign, sign)
         for rank, noise in enumerate(noises):
             for seed in seeds:
                 te0, val0, loss0 = 0.10 + 0.05 * noise, 0.11 + 0.05 * noise, 0.5 + noise
@@ -63,19 +70,20 @@ def synthetic_summary(signs=SIGN, seeds=SEEDS, noises=NOISES, levels=LEVELS, fra
                              "train_loss": loss0, "memorization": mem0})
                 c = _chosen(s, rank, seed)
                 for level in range(1, levels + 1):
-                    j = lambda size: _jitter(s, seed, size)  # noqa: E731
+                    j = lambda size, sg=s: _jitter(sg, seed, size)  # noqa: E731
                     imp_te = te0 - s * 0.01 + j(0.01)
                     values = {
+                        # 1, 2a: below dense; 3a, 3b: below extended at the same level
                         "imp": dict(test_error=imp_te, val_error=val0 - 0.001 - 0.001 * (level == c),
                                     train_loss=loss0 * (1 - s * 0.2) + j(0.2),
                                     memorization=mem0 - s * 0.3 + j(0.05)),
-                        "extended": dict(test_error=te0, val_error=val0, train_loss=loss0 * (1 - s * 0.2) + j(0.2),
+                        # 2b: trains a little better than imp (agrees); 3b: at dense's test error
+                        "extended": dict(test_error=te0, val_error=val0, train_loss=loss0 * (1 - s * 0.25) - j(0.2),
                                          memorization=mem0),
-                        # 4a: downscaled above imp; 4b: downscaled_extended closer to imp
-                        "downscaled": dict(test_error=imp_te + s * 0.02 + j(0.02), val_error=val0,
+                        # 4a: above imp (ds +1); 4b: downscaled_extended leaves a quarter of that gap
+                        "downscaled": dict(test_error=imp_te + ds * 0.02 + _jitter(ds, seed, 0.02), val_error=val0,
                                            train_loss=loss0, memorization=mem0),
-                        "downscaled_extended": dict(test_error=imp_te + (0.005 if s > 0 else -0.04 if s < 0
-                                                                         else j(0.01)),
+                        "downscaled_extended": dict(test_error=imp_te + (0.005 if ds else _jitter(0, seed, 0.03)),
                                                     val_error=val0, train_loss=loss0, memorization=mem0),
                         # valid values whose 3-seed t-interval overshoots [0, 1] at both ends
                         "random": dict(test_error=(0.0, 0.01, 0.99)[seed], val_error=val0, train_loss=loss0,
@@ -93,29 +101,59 @@ def derived(summary: pd.DataFrame, levels: int = LEVELS) -> dict[str, pd.DataFra
             "memorization": analysis_tables.memorization(summary), "optimal": analysis_tables.optimal(summary, levels)}
 
 
+def judged(summary: pd.DataFrame) -> pd.DataFrame:
+    return rules.judge(derived(summary), LEVELS, {b: FRACTION for b in summary["benchmark"].unique()})
+
+
 @pytest.fixture(scope="module")
 def verdicts():
-    t = derived(synthetic_summary())
-    return rules.judge(t, LEVELS, {b: FRACTION for b in SIGN})
+    return judged(synthetic_summary())
 
 
 def _verdicts(records, benchmark, claim):
     return set(records.loc[(records["benchmark"] == benchmark) & (records["claim"] == claim), "verdict"])
 
 
-@pytest.mark.parametrize("claim", ["1", "2", "3", "4a", "4b", "5"])
+@pytest.mark.parametrize("claim", ["1", "2a", "2b", "3a", "3b", "5"])
 def test_each_claim_holds_fails_and_is_inconclusive_where_the_data_say(verdicts, claim):
     assert _verdicts(verdicts, "agrees", claim) == {HELD}
     assert _verdicts(verdicts, "opposes", claim) == {NOT_HELD}
     assert _verdicts(verdicts, "unclear", claim) == {INCONCLUSIVE}
 
 
-def test_each_benchmark_gets_its_own_verdict_in_the_summary(verdicts):
+@pytest.mark.parametrize("claim", ["4a", "4b"])
+def test_claim_4_is_judged_only_where_pruning_beats_dense(verdicts, claim):
+    """Where imp is worse than dense (opposes), or not better (unclear), there is no gain for a
+    smaller dense model to explain: claim 4 is not judged there, whatever the downscaled arms do."""
+    assert _verdicts(verdicts, "agrees", claim) == {HELD}
+    assert _verdicts(verdicts, "small_opposes", claim) == {NOT_HELD}
+    assert _verdicts(verdicts, "small_unclear", claim) == {INCONCLUSIVE}
+    assert _verdicts(verdicts, "opposes", claim) == set() and _verdicts(verdicts, "unclear", claim) == set()
+    got = rules.summarize(verdicts, sorted(SIGN)).set_index(["benchmark", "claim"])["verdict"]
+    assert got["opposes", claim] == got["unclear", claim] == stats.NOT_JUDGED
+
+
+def test_claim_4_follows_claim_1_noise_level_by_noise_level():
+    s = synthetic_summary({"b": (+1, +1)})
+    worse = (s["arm"] == "imp") & (s["noise"] == 0.3)
+    s.loc[worse, "test_error"] += 0.03  # at 30% noise imp is worse than dense: nothing to explain there
+    r = judged(s)
+    one = r[r["claim"] == "1"].set_index("noise")["verdict"]
+    assert one.to_dict() == {0.0: HELD, 0.1: HELD, 0.3: NOT_HELD}
+    for claim in ("4a", "4b"):
+        assert sorted(r.loc[r["claim"] == claim, "noise"]) == [0.0, 0.1]
+    a = r[r["claim"] == "4a"].set_index("noise")
+    # at the median of the seeds' validation-chosen levels (1 at noise 0, 2 at 0.1)
+    assert a["level"].to_dict() == {0.0: 1.0, 0.1: 2.0}
+
+
+def test_each_benchmark_gets_one_verdict_per_claim_in_the_summary(verdicts):
     table = rules.summarize(verdicts, sorted(SIGN))
-    assert len(table) == 3 * 6
+    assert len(table) == len(SIGN) * len(CLAIM_KEYS) == len(table.drop_duplicates(["benchmark", "claim"]))
     got = table.set_index(["benchmark", "claim"])["verdict"]
-    for claim in ("1", "2", "3", "4a", "4b", "5"):
+    for claim in ("1", "2a", "2b", "3a", "3b", "5"):
         assert (got["agrees", claim], got["opposes", claim], got["unclear", claim]) == (HELD, NOT_HELD, INCONCLUSIVE)
+    assert table.set_index(["benchmark", "claim"]).loc[("agrees", "1"), "places"] == "held at 3 of 3"
 
 
 def test_records_say_where_each_claim_was_judged(verdicts):
@@ -123,16 +161,56 @@ def test_records_say_where_each_claim_was_judged(verdicts):
     per_claim = a.groupby("claim").size().to_dict()
     low, high = rules.low_levels(FRACTION, LEVELS), rules.high_levels(LEVELS)
     assert low == [1, 2, 3] and high == [3, 4]  # 20%, 36%, 48.8% are <= 50%; the upper half of 4 levels
-    assert per_claim == {"1": len(NOISES), "2": 2 * len(low) * len(NOISES), "3": len(high) * 2,
-                         "4a": LEVELS * len(NOISES), "4b": LEVELS * len(NOISES), "5": 1}
-    assert set(a.loc[a["claim"] == "3", "noise"]) == {0.1, 0.3}  # memorization needs noisy labels
-    assert (a["n_seeds"] == len(SEEDS)).all()
+    assert per_claim == {"1": 3, "2a": 3, "2b": 3, "3a": 2, "3b": 2, "4a": 3, "4b": 3, "5": 1}
+    assert set(a.loc[a["claim"] == "3a", "noise"]) == {0.1, 0.3}  # memorization needs noisy labels
+    assert (a["n_seeds"] == len(SEEDS)).all() and (a.groupby("claim")["places"].first() == pd.Series(per_claim)).all()
+
+
+def test_claim_2_averages_each_seeds_relative_change_over_the_low_levels():
+    s = synthetic_summary({"b": (+1, +1)})
+    high = s["arm"].isin(["imp", "extended"]) & (s["level"] == 4)
+    s.loc[high, "train_loss"] *= 3 + s.loc[high, "arm"].eq("imp")  # a level above 50% sparsity: not counted
+    r = judged(s).set_index(["claim", "noise"])
+    cell = s.set_index(["arm", "noise", "seed", "level"])
+    for noise in NOISES:
+        dense = np.array([cell.loc[("dense", noise, sd, 0), "train_loss"] for sd in SEEDS])
+        gain = [np.mean([(cell.loc[("imp", noise, sd, k), "train_loss"] - dense[i]) / dense[i] for k in (1, 2, 3)])
+                for i, sd in enumerate(SEEDS)]
+        against = [np.mean([(cell.loc[("imp", noise, sd, k), "train_loss"]
+                             - cell.loc[("extended", noise, sd, k), "train_loss"]) / dense[i] for k in (1, 2, 3)])
+                   for i, sd in enumerate(SEEDS)]
+        assert r.loc[("2a", noise), "mean"] == pytest.approx(np.mean(gain), abs=1e-12)
+        assert r.loc[("2b", noise), "mean"] == pytest.approx(np.mean(against), abs=1e-12)
+
+
+def test_claim_3b_is_imp_against_extended_at_the_same_level_in_test_error():
+    """The equal-training-time comparison: extended trained as long but generalizing better
+    is the paper's regularization claim not holding."""
+    s = synthetic_summary({"b": (+1, +1)})
+    ext = (s["arm"] == "extended") & (s["level"] >= 3)
+    s.loc[ext, "test_error"] -= 0.05 + 0.0002 * s.loc[ext, "seed"]  # extended now 4 points below imp
+    r = judged(s)
+    b3 = r[r["claim"] == "3b"]
+    assert set(b3["verdict"]) == {NOT_HELD} and list(b3["mean"]) == pytest.approx([0.04, 0.04], abs=1e-3)
+    assert set(r.loc[r["claim"] == "3a", "verdict"]) == {HELD}  # memorization is a separate claim
+
+
+def test_claim_4b_reports_the_gap_left_and_judges_half_of_downscaleds_gap():
+    s = synthetic_summary({"b": (+1, +1)})
+    r = judged(s)
+    b4 = r[r["claim"] == "4b"].iloc[0]
+    assert b4["gap_mean"] == pytest.approx(0.005, abs=1e-9)  # downscaled_extended - imp
+    assert b4["mean"] == pytest.approx(0.005 - 0.5 * 0.02, abs=1e-3) and b4["verdict"] == HELD
+    dse = s["arm"] == "downscaled_extended"
+    s.loc[dse, "test_error"] += 0.008 + 0.0001 * s.loc[dse, "seed"]  # 13 of downscaled's 20 points left: > half
+    b4 = judged(s).query("claim == '4b'").iloc[0]
+    assert b4["gap_mean"] > 0.01 and b4["verdict"] == NOT_HELD
 
 
 def test_claim_1_pairs_the_validation_chosen_level_with_dense_per_seed(verdicts):
     """Validation picks a level whose test error is worse than another's: the verdict uses
     the validation choice, never the best test error."""
-    s = synthetic_summary({"b": +1})
+    s = synthetic_summary({"b": (+1, +1)})
     # Make imp's test error at the validation-chosen level worse than dense for every seed,
     # and another level far better: a best-by-test choice would say "held".
     opt = analysis_tables.optimal(s, LEVELS)
@@ -141,8 +219,7 @@ def test_claim_1_pairs_the_validation_chosen_level_with_dense_per_seed(verdicts)
     is_chosen = [chosen.get((n, sd)) == lv for n, sd, lv in zip(s["noise"], s["seed"], s["level"])]
     s.loc[imp & np.array(is_chosen), "test_error"] += 0.05
     s.loc[imp & ~np.array(is_chosen), "test_error"] -= 0.05
-    r = rules.judge(derived(s), LEVELS, {"b": FRACTION})
-    one = r[r["claim"] == "1"]
+    one = judged(s).query("claim == '1'")
     assert set(one["verdict"]) == {NOT_HELD}
     dense = s[s["arm"] == "dense"].set_index(["noise", "seed"])["test_error"]
     te = s.set_index(["arm", "noise", "seed", "level"])["test_error"]
@@ -155,38 +232,71 @@ def test_claim_1_pairs_the_validation_chosen_level_with_dense_per_seed(verdicts)
 
 
 def test_claim_5_expects_the_chosen_sparsity_to_rise_with_noise():
-    """Every seed's chosen sparsity falls with noise: that is the opposite of the paper."""
-    r = rules.judge(derived(synthetic_summary({"falls": -1})), LEVELS, {"falls": FRACTION})
+    """Every seed's chosen sparsity falls with noise: that is the opposite of the project's reading."""
+    r = judged(synthetic_summary({"falls": (-1, -1)}))
     five = r[r["claim"] == "5"].iloc[0]
     assert five["mean"] < 0 and five["verdict"] == NOT_HELD
 
 
 def test_one_seed_or_one_noise_level_is_inconclusive_not_an_error():
-    r = rules.judge(derived(synthetic_summary({"b": +1}, seeds=(0,))), LEVELS, {"b": FRACTION})
+    r = judged(synthetic_summary({"b": (+1, +1)}, seeds=(0,)))
     assert set(r["verdict"]) == {INCONCLUSIVE} and (r["n_seeds"] == 1).all()
-    r = rules.judge(derived(synthetic_summary({"b": +1}, noises=(0.0,))), LEVELS, {"b": FRACTION})
+    r = judged(synthetic_summary({"b": (+1, +1)}, noises=(0.0,)))
     five = r[r["claim"] == "5"].iloc[0]
     assert five["verdict"] == INCONCLUSIVE and "two noise levels" in five["reason"]
 
 
-def test_the_three_outcomes_read_the_interval():
+def test_holm_corrects_across_the_places_of_a_claim():
+    rejected, adjusted, levels = stats.holm([0.01, 0.04, 0.03])
+    assert rejected == [True, False, False]  # 0.01 <= 0.05/3; then 0.03 > 0.05/2: stop
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06]) and levels == pytest.approx([0.05 / 3, 0.05, 0.05 / 2])
+    assert stats.holm([0.01, 0.02])[0] == [True, True]  # 0.01 <= 0.025, 0.02 <= 0.05
+    assert stats.holm([float("nan"), 0.001])[0] == [False, True]  # no test counts among the places
+
+
+def test_places_significant_alone_are_inconclusive_after_holm():
+    """Three noise levels, each 95% interval excluding 0 (p about 0.03), but not Holm's:
+    the claim is inconclusive, where per-place 95% intervals would say held three times."""
+    s = synthetic_summary({"b": (+1, +1)})
+    dense = s["arm"] == "dense"
+    # imp - dense per seed: -1, -2 and -1.5 points at every noise level: t = 5.2 on 2 degrees of freedom,
+    # p = 0.035 at each place, below 0.05 but above Holm's first step (0.05 / 3)
+    bump = {0: -1e-4, 1: 0.01, 2: 0.0051}
+    s.loc[dense, "test_error"] += s.loc[dense, "seed"].map(bump)
+    one = judged(s).query("claim == '1'")
+    assert (one["ci_high"] < 0).all()  # uncorrected: every place excludes 0
+    assert ((one["p_value"] > 0.05 / 3) & (one["p_value"] < 0.05)).all()
+    assert set(one["verdict"]) == {INCONCLUSIVE}
+    first = one.loc[one["p_value"].idxmin()]  # Holm's first step tests it at 1 - 0.05 / 3: contains 0, Holm stops
+    assert first["holm_level"] == pytest.approx(1 - 0.05 / 3) and first["holm_high"] > 0
+
+
+def test_outcomes_read_holms_decision_and_the_sign():
     iv = stats.Interval.of
-    assert stats.outcome(iv([-0.21, -0.2, -0.19]), -1)[0] == HELD
-    assert stats.outcome(iv([0.21, 0.2, 0.19]), -1)[0] == NOT_HELD
-    assert stats.outcome(iv([0.21, 0.2, 0.19]), +1)[0] == HELD
-    assert stats.outcome(iv([-0.3, -0.2, -0.1]), -1)[0] == INCONCLUSIVE  # mean -0.2, but 4.3 standard errors
-    assert stats.outcome(iv([-0.3]), -1)[0] == INCONCLUSIVE  # no interval from one seed
-    assert stats.outcome(iv([0.0, 0.0]), +1) == (INCONCLUSIVE, "every seed gives 0")
-    two = iv([-0.10, -0.01])  # with two seeds the interval is the mean +- 12.7 standard errors
-    assert two.high - two.mean == pytest.approx(12.706 * np.std([-0.10, -0.01], ddof=1) / np.sqrt(2), rel=1e-4)
-    assert stats.outcome(two, -1)[0] == INCONCLUSIVE
-    n = stats.seeds_needed(two)
-    assert n > 2
-    # At that many seeds, with the same mean and spread, the interval excludes 0; one fewer, it does not.
-    for k, expected in ((int(n), True), (int(n) - 1, False)):
-        half = stats.t_quantile(k) * two.std / np.sqrt(k)
-        assert (half < abs(two.mean)) == expected
-    assert stats.overall([HELD, NOT_HELD]) == "mixed (held in 1 of 2, did not hold in 1 of 2)"
+    assert stats.outcome(iv([-0.21, -0.2, -0.19]), -1, True)[0] == HELD
+    assert stats.outcome(iv([0.21, 0.2, 0.19]), -1, True)[0] == NOT_HELD
+    assert stats.outcome(iv([0.21, 0.2, 0.19]), +1, True)[0] == HELD
+    assert stats.outcome(iv([-0.21, -0.2, -0.19]), -1, False)[0] == INCONCLUSIVE
+    assert stats.outcome(iv([-0.3]), -1, False)[0] == INCONCLUSIVE  # no test from one seed
+    assert stats.outcome(iv([0.0, 0.0]), +1, False) == (INCONCLUSIVE, "every seed gives 0")
+    assert stats.primary([HELD, INCONCLUSIVE]) == HELD and stats.primary([HELD, NOT_HELD]) == stats.MIXED
+    assert stats.primary([NOT_HELD, INCONCLUSIVE]) == NOT_HELD and stats.primary([]) == stats.NOT_JUDGED
+    assert stats.primary([INCONCLUSIVE, INCONCLUSIVE]) == INCONCLUSIVE
+
+
+def test_seeds_needed_reach_80_percent_power_and_one_fewer_does_not():
+    from scipy import stats as sps
+
+    two = stats.Interval.of([-0.10, -0.01])
+    n = int(stats.seeds_needed(two, 0.05))
+
+    def power(k):  # a two-sided t-test at 0.05 of an effect of this mean and spread, from the noncentral t
+        crit, shift = sps.t.ppf(0.975, k - 1), abs(two.mean) / two.std * np.sqrt(k)
+        return sps.nct.sf(crit, k - 1, shift) + sps.nct.cdf(-crit, k - 1, shift)
+
+    assert power(n) >= 0.8 > power(n - 1)
+    assert stats.seeds_needed(two, 0.05 / 3) > n  # a stricter Holm step needs more seeds
+    assert np.isnan(stats.seeds_needed(stats.Interval.of([0.0, 0.0]), 0.05))
 
 
 def _paper_shaped_summary(study) -> pd.DataFrame:
@@ -244,7 +354,7 @@ def _three_benchmark_study(tmp_path):
 
 
 def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
-    """Three benchmarks on one page: every number of a section is in that benchmark's rows."""
+    """Five benchmarks on one page: every number of a section is in that benchmark's rows."""
     from tests.helpers import page_numbers_in_tables
 
     study, tables_dir = _three_benchmark_study(tmp_path)
@@ -254,9 +364,12 @@ def test_each_benchmark_section_prints_only_its_own_rows(tmp_path):
     assert "What changed" not in text  # no earlier verdicts given
     # `unclear` is inconclusive everywhere: for each claim the page says what could decide it, with a number
     deciding = text.split("## Benchmark `unclear`")[1].split("### What would decide it")[1].split("\n## ")[0]
-    for claim in ("1", "2", "3", "4a", "4b", "5"):
+    for claim in ("1", "2a", "2b", "3a", "3b", "5"):
         line = next(ln for ln in deciding.splitlines() if ln.startswith(f"- claim {claim}: "))
-        assert re.search(r"\d+ seeds would decide|more than \d+ seeds|steps of \d+%|cycles of \d+ epochs", line), line
+        assert re.search(r"\d+ seeds would decide|more than \d+ seeds|no spread", line), line
+    assert "- claim 4a" not in deciding  # not judged there: nothing to decide
+    section = text.split("## Benchmark `unclear`")[1].split("\n## ")[0]
+    assert section.count("Not judged: the claim applies at no noise level") == 2
 
 
 def _earlier(now: pd.DataFrame) -> pd.DataFrame:
@@ -280,7 +393,7 @@ def test_what_changed_says_which_verdicts_moved_and_why(verdicts):
 
     c = changes.compare(_earlier(verdicts), verdicts).set_index(["benchmark", "claim"])
     places = verdicts.groupby(["benchmark", "claim"]).size()
-    for claim in ("2", "3", "4a", "4b", "5"):  # inconclusive on 2 seeds, held on 3: narrower intervals
+    for claim in ("2a", "2b", "3a", "3b", "4a", "4b", "5"):  # inconclusive on 2 seeds, held on 3: narrower intervals
         r = c.loc["agrees", claim]
         assert (r.before, r.now, r.moved) == (INCONCLUSIVE, HELD, True)
         assert (r.places_moved, r.narrower, r.sign_changed, r.wider) == (places["agrees", claim], places["agrees", claim], 0, 0)
@@ -293,9 +406,11 @@ def test_what_changed_says_which_verdicts_moved_and_why(verdicts):
     r = c.loc["agrees", "1"]  # did not hold before, held now: the means changed sign
     assert (r.before, r.now, r.places_moved, r.sign_changed, r.narrower) == (NOT_HELD, HELD, 3, 3, 0)
     assert "did not hold -> held at 3" in r.why and "mean changed sign" in r.why
-    for claim in ("1", "2", "3", "4a", "4b", "5"):
+    for claim in CLAIM_KEYS:
         r = c.loc["opposes", claim]
-        assert not r.moved and r.places_moved == 0 and r.why == "unchanged at every place judged"
+        assert not r.moved and r.places_moved == 0
+        assert r.why == ("unchanged at every place judged" if claim not in ("4a", "4b") else "not judged either time")
+    for claim in ("1", "2a", "2b", "3a", "3b", "5"):
         r = c.loc["unclear", claim]  # new: set beside how `agrees` and `opposes` are judged now
         assert pd.isna(r.before) and not r.moved
         assert r.why == "new benchmark; differs from `agrees`: held there; differs from `opposes`: did not hold there"
@@ -303,7 +418,7 @@ def test_what_changed_says_which_verdicts_moved_and_why(verdicts):
     assert same.set_index(["benchmark", "claim"]).loc[("unclear", "5"), "why"] == "new benchmark; differs from `agrees`: held there"
     twin = verdicts[verdicts["benchmark"] == "agrees"].assign(benchmark="twin")
     c = changes.compare(_earlier(verdicts), pd.concat([verdicts, twin])).set_index(["benchmark", "claim"])
-    assert c.loc[("twin", "3"), "why"] == "new benchmark; agrees with `agrees`; differs from `opposes`: did not hold there"
+    assert c.loc[("twin", "3a"), "why"] == "new benchmark; agrees with `agrees`; differs from `opposes`: did not hold there"
 
 
 def test_the_page_shows_what_changed_and_regenerates_from_the_records_kept_beside_it(tmp_path, verdicts):
@@ -316,7 +431,8 @@ def test_the_page_shows_what_changed_and_regenerates_from_the_records_kept_besid
     page_tables.collect(study, tables_dir, tmp_path / "results" / "smoke" / "tables", since=old, since_label="the 2-seed page")
     text = claims_page.render(study, tmp_path / "results.md", tables_dir, tables_dir.parent / "figures", "study.yaml")[0].read_text()
     section = text.split("## What changed since the 2-seed page")[1].split("\n## ")[0]
-    assert "6 of 12 verdicts judged both times moved; `unclear` is new." in section
+    # agrees: all 8 claims moved (7 inconclusive -> held, 1 did not hold -> held); opposes: none
+    assert "8 of 16 verdicts judged both times moved; `small_opposes`, `small_unclear`, `unclear` are new." in section
     assert "| `agrees` | 1. Pruning reaches a lower test error than dense | did not hold | held | 3 of 3 places moved" in section
     assert "| `unclear` | 5. The best sparsity rises with label noise | - | inconclusive | new benchmark" in section
     again = build.build(study, tmp_path / "results.md", "study.yaml", refresh=False)[0].read_text()

@@ -17,6 +17,15 @@ def num(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4f}"
 
 
+def points(x: float) -> str:
+    """A difference of two rates (test errors, memorization, sparsities) in percentage points."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:+.2f} pt"
+
+
+def p_text(p: float) -> str:
+    return "n/a" if p is None or not np.isfinite(p) else "< 1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
 def interval(mean: float, low: float, high: float, fmt=pct) -> str:
     ci = f" [{fmt(low)}, {fmt(high)}]" if np.isfinite(low) and np.isfinite(high) else ""
     return f"{fmt(mean)}{ci}"
@@ -62,5 +71,6 @@ def seeds_text(x: float) -> str:
 
 
 def numbers(page_text: str) -> list[str]:
-    """Percentages and 4-decimal values on a page (for the tests: each must be in the tables)."""
-    return re.findall(r"-?\d+\.\d{2}%|-?\d+\.\d{4}(?!\d)", page_text)
+    """Percentages, percentage points and 4-decimal values on a page (for the tests: each
+    must be in the tables, formatted by pct, points or num)."""
+    return re.findall(r"[-+]?\d+\.\d{2} pt|-?\d+\.\d{2}%|-?\d+\.\d{4}(?!\d)", page_text)

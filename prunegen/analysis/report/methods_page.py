@@ -24,8 +24,8 @@ from ..verdicts.methods import (
     tables,
 )
 from ..verdicts.paper import paper_epochs
-from ..verdicts.stats import overall, t_quantile
-from .markdown import duration, level_text, model_text, of_record, table, with_ci
+from ..verdicts.stats import ALPHA, primary, t_quantile
+from .markdown import duration, level_text, model_text, of_record, p_text, table, with_ci
 from .tables import read as read_page_tables
 
 FIGURES = ("methods_sparsity", "methods_epochs", "tie")  # beside the claims pages' own
@@ -38,12 +38,12 @@ def verdict_rows(study: Study, mt: dict[str, pd.DataFrame], benchmarks: list[str
         t = mt["tie"][mt["tie"]["benchmark"] == b]
         for (removed, rand), g in t.groupby(["removed_arm", "random_arm"], sort=False):
             rows.append([f"`{b}`", f"TIE. {TIE_CLAIM[0]} (`{removed}` vs `{rand}`)", "> 0: " + TIE_CLAIM[2],
-                         overall(list(g["verdict"]))])
+                         primary(list(g["verdict"]))])
         v = mt["method_verdicts"][mt["method_verdicts"]["benchmark"] == b]
         order = arm_order(study)
         for arm, g in sorted(v.groupby("arm"), key=lambda x: order.get(x[0], 99)):
             rows.append([f"`{b}`", f"1. {METHOD_CLAIM[0]} (`{arm}`)", "< 0: " + METHOD_CLAIM[2],
-                         overall(list(g["verdict"]))])
+                         primary(list(g["verdict"]))])
     return rows
 
 
@@ -63,9 +63,9 @@ def section(study: Study, b: str, mt: dict[str, pd.DataFrame]) -> list[str]:
     v = mt["method_verdicts"][mt["method_verdicts"]["benchmark"] == b]
     out += ["### Claim 1 for every pruning arm", "", f"Claim: {METHOD_CLAIM[1]}", ""]
     out += table(["noise", "arm", "level chosen on validation (per seed)", "arm - dense test error (paired)",
-                  "verdict", "why"],
-                 [[f"{r['noise']:g}", f"`{r['arm']}`", r["levels_chosen"], of_record(r), r["verdict"], r["reason"]]
-                  for _, r in v.iterrows()])
+                  "p (Holm)", "verdict", "why"],
+                 [[f"{r['noise']:g}", f"`{r['arm']}`", r["levels_chosen"], of_record(r), p_text(r["p_holm"]),
+                   r["verdict"], r["reason"]] for _, r in v.iterrows()])
     t = mt["tie"][mt["tie"]["benchmark"] == b]
     out += ["### Top-improved examples (TIE)", "", f"Claim (the paper's supplement): {TIE_CLAIM[1]}", ""]
     for (removed, rand), g in t.groupby(["removed_arm", "random_arm"], sort=False):
@@ -74,12 +74,12 @@ def section(study: Study, b: str, mt: dict[str, pd.DataFrame]) -> list[str]:
         out += [f"`{removed}` at level k leaves out the {n} of {total} training examples (top {100 * top:g}%) "
                 f"whose training loss fell most from dense level 0 to `{source}` level k; `{rand}` leaves out "
                 f"{n} drawn at random (seeded per level). Both are dense models, from dense's initialization, "
-                f"trained one cycle. **Verdict: {overall(list(g['verdict']))}.**", ""]
+                f"trained one cycle. **Verdict: {primary(list(g['verdict']))}.**", ""]
         rows = [[f"{r['noise']:g}", level_text(r["level"], r["nominal_sparsity"]), str(int(r["removed"])),
                  with_ci(r, "dense"), with_ci(r, "tie_removed"), with_ci(r, "tie_random"), of_record(r),
-                 r["verdict"], r["reason"]] for _, r in g.iterrows()]
+                 p_text(r["p_holm"]), r["verdict"], r["reason"]] for _, r in g.iterrows()]
         out += table(["noise", "level of the ranking (sparsity)", "removed", "dense test error",
-                      f"`{removed}`", f"`{rand}`", "removed - random (paired)", "verdict", "why"], rows)
+                      f"`{removed}`", f"`{rand}`", "removed - random (paired)", "p (Holm)", "verdict", "why"], rows)
     return out
 
 
@@ -140,11 +140,20 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
         "`mask_from`'s level-k mask from a fresh initialization for one cycle; `tie_removed` and `tie_random` "
         "retrain dense without some training examples (below). Every method keeps exactly "
         "round(N (1 - fraction)^k) of the N prunable weights.", "",
+        "SNIP and GraSP score on a copy of the model in train mode, as their authors' code does (BatchNorm, "
+        "where a model has it, normalises with the scoring batches' own statistics); the scores change nothing "
+        "of the model. GraSP takes a Hessian-vector product through plain autograd (the CPU MLP's fused kernel, "
+        "which has one derivative only, is switched off for it), with its gradient flow through every weight "
+        "(the layers never pruned included, as its authors' code), and from a partly pruned mask the weights "
+        "already pruned pass no gradient: its scores are those of the network that is left.", "",
         "## Verdicts", "",
-        "A verdict reads the 95% Student-t interval over seeds of a paired per-seed difference: **held** when "
-        "it excludes 0 on the expected side, **did not hold** when it excludes 0 on the other side, "
-        "**inconclusive** when it contains 0 (or there are fewer than 2 seeds); `mixed` when the levels "
-        "or noise levels it is judged at disagree, with the counts.", "",
+        "A verdict reads a paired per-seed difference at each place (a noise level; for TIE, a noise level and "
+        "a level): a two-sided t-test of its mean against 0 at each place, with Holm's correction across the "
+        f"places of one claim (at most {ALPHA:g} chance of any false decision). A place **held** when Holm "
+        "rejects 0 and the mean is on the expected side, **did not hold** when Holm rejects 0 on the other side, "
+        "and is **inconclusive** otherwise; the claim **held** when some place held and none did not, **did not "
+        "hold** the reverse, **mixed** when places went both ways, **inconclusive** when none was decided. "
+        "95% intervals are description.", "",
         *table(["benchmark", "claim", "expects", "verdict"], verdict_rows(study, mt, names)),
         "## Compute", "",
         f"{compute['cells']} cells, {compute['epochs']} training epochs (each counted once), "

@@ -6,6 +6,7 @@ committed beside it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def read_since(path) -> pd.DataFrame:
 
 
 PAGE_TABLES = ("summary", "headline", "memorization", "optimal", "compute")  # merged tables + the page row
+BESIDE_FILE = "beside.json"  # the study a page sets beside its own: {"study": file, "tables": folder, "label": text}
 
 
 class TablesError(FileNotFoundError):
@@ -39,9 +41,10 @@ class TablesError(FileNotFoundError):
 
 
 def collect(study: Study, tables_dir: Path, tables_from: Path | None = None, since: Path | None = None,
-            since_label: str | None = None) -> None:
-    """Copy the merged tables the page needs into `tables_dir`, plus the compute table, and
-    the earlier verdict records `since` (for the "What changed" section) with their label."""
+            since_label: str | None = None, beside: tuple[Path, Path, str] | None = None) -> None:
+    """Copy the merged tables the page needs into `tables_dir`, plus the compute table, the
+    earlier verdict records `since` (for the "What changed" section) with their label, and
+    `beside` (another study's file, its page tables and a label: the "Two regimes" section)."""
     src = Path(tables_from) if tables_from is not None else layout.tables_dir(study.root)
     missing = [f"{src / n}.parquet" for n in PAGE_TABLES[:-1] if not (src / f"{n}.parquet").is_file()]
     if missing:
@@ -53,6 +56,12 @@ def collect(study: Study, tables_dir: Path, tables_from: Path | None = None, sin
         with store.atomic_write(tables_dir / changes.SINCE_FILE) as tmp:
             # a label given wins; re-collecting kept records keeps theirs
             earlier.assign(since=since_label or changes.label_of(earlier, str(since))).to_parquet(tmp, index=False)
+    if beside is not None:
+        study_file, other_tables, label = beside
+        read(Path(other_tables))  # refused here, naming what is missing, rather than at render
+        spec = {"study": str(study_file), "label": label,
+                "tables": os.path.relpath(Path(other_tables).resolve(), tables_dir.resolve())}
+        store.write_json(spec, tables_dir / BESIDE_FILE)
     for n in PAGE_TABLES[:-1]:
         with store.atomic_write(tables_dir / f"{n}.parquet") as tmp:
             shutil.copyfile(src / f"{n}.parquet", tmp)

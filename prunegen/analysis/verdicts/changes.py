@@ -77,7 +77,7 @@ def compare(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
                    sign_changed=int(changed.sum()), wider=int(len(moved) - narrower.sum() - changed.sum()),
                    seeds_before=seeds_before, width_ratio=ratio)
         row["moved"] = row["before"] != verdict or len(moved) > 0
-        row["why"] = _why(row, moved)
+        row["why"] = "not judged either time" if not len(o) and not len(n) else _why(row, moved)
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -10,11 +10,13 @@ what is committed):
   model, and the test error's mean and 95% t-interval over seeds (the shape of the
   supplement's Figure 8: test error against sparsity and against epochs).
 - `method_verdicts`: per benchmark, noise and pruning arm, claim 1 of the paper applied
-  to the arm: test error at its validation-chosen level minus dense's, per seed (< 0).
+  to the arm: test error at its validation-chosen level minus dense's, per seed (< 0),
+  Holm's correction across the arm's noise levels.
 - `tie`: per benchmark, noise, TIE pair and level: examples removed, test error of dense,
   `tie_removed` and `tie_random`, and the verdict on the supplement's claim: the paired
   per-seed difference tie_removed - tie_random (> 0: removing the top-improved examples
-  hurts more than removing as many random ones).
+  hurts more than removing as many random ones), Holm's correction across the pair's
+  (noise, level) places.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pandas as pd
 from ...study.arm_specs import TIE_BASES
 from ...study.grid import Study
 from ..tables import mean_ci, nominal_sparsity
-from .stats import INCONCLUSIVE, Interval, outcome, seeds_needed
+from .stats import INCONCLUSIVE, Interval, holm, outcome, seeds_needed
 
 METHOD_TABLES = ("methods", "method_verdicts", "tie")
 TIE_CLAIM = ("Removing the top-improved examples hurts more than removing random ones",
@@ -91,56 +93,77 @@ def methods_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
             .drop(columns="_a").reset_index(drop=True))
 
 
-def _record(claim: tuple, iv: Interval, **keys) -> dict:
-    verdict, reason = outcome(iv, claim[3])
-    return {**keys, "statistic": claim[2], "expected": "> 0" if claim[3] > 0 else "< 0", "n_seeds": iv.n,
-            "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high, "verdict": verdict, "reason": reason,
-            "seeds_needed": seeds_needed(iv) if verdict == INCONCLUSIVE else math.nan}
+def _family(claim: tuple, places: list[tuple[dict, Interval]]) -> list[dict]:
+    """Records of one family of places (Holm across them): the keys of each, its statistic's
+    interval, p-values, the interval Holm's step tests it at, and its verdict."""
+    rejected, adjusted, levels = holm([iv.p_value for _, iv in places])
+    rows = []
+    for (keys, iv), rej, p_holm, level in zip(places, rejected, adjusted, levels):
+        verdict, reason = outcome(iv, claim[3], rej)
+        low, high = iv.bounds(1 - level)
+        rows.append({**keys, "statistic": claim[2], "expected": "> 0" if claim[3] > 0 else "< 0", "n_seeds": iv.n,
+                     "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high, "p_value": iv.p_value,
+                     "p_holm": p_holm, "holm_low": low, "holm_high": high, "verdict": verdict, "reason": reason,
+                     "seeds_needed": seeds_needed(iv, level) if verdict == INCONCLUSIVE else math.nan})
+    return rows
+
+
+RECORD = ["statistic", "expected", "n_seeds", "mean", "ci_low", "ci_high", "p_value", "p_holm", "holm_low",
+          "holm_high", "verdict", "reason", "seeds_needed"]
 
 
 def method_verdicts(study: Study, optimal: pd.DataFrame) -> pd.DataFrame:
+    """Claim 1 for every pruning arm: per (benchmark, arm), Holm across its noise levels."""
     rows = []
-    for (b, noise), o in optimal.groupby(["benchmark", "noise"], sort=True):
+    for b, ob in optimal.groupby("benchmark", sort=True):
         for arm in pruning_arms(study):
-            a = o[(o["arm"] == arm) & o["complete_chain"]]
-            if len(a):
-                iv = Interval.of((a["test_error"] - a["dense_test_error"]).to_numpy())
-                rows.append(_record(METHOD_CLAIM, iv, benchmark=b, noise=float(noise), arm=arm,
-                                    levels_chosen=" ".join(str(int(k)) for k in a.sort_values("seed")["level"])))
-    cols = ["benchmark", "noise", "arm", "levels_chosen", "statistic", "expected", "n_seeds", "mean", "ci_low",
-            "ci_high", "verdict", "reason", "seeds_needed"]
-    return pd.DataFrame(rows, columns=cols).astype({"n_seeds": "int64"})
+            places = []
+            for noise, o in ob.groupby("noise", sort=True):
+                a = o[(o["arm"] == arm) & o["complete_chain"]]
+                if len(a):
+                    keys = {"benchmark": b, "noise": float(noise), "arm": arm,
+                            "levels_chosen": " ".join(str(int(k)) for k in a.sort_values("seed")["level"])}
+                    places.append((keys, Interval.of((a["test_error"] - a["dense_test_error"]).to_numpy())))
+            rows += _family(METHOD_CLAIM, places)
+    cols = ["benchmark", "noise", "arm", "levels_chosen", *RECORD]
+    out = pd.DataFrame(rows, columns=cols).astype({"n_seeds": "int64"})
+    order = arm_order(study)
+    return (out.assign(_a=out["arm"].map(order)).sort_values(["benchmark", "noise", "_a"]).drop(columns="_a")
+            .reset_index(drop=True))
 
 
 def tie_table(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
+    """The TIE claim: per (benchmark, pair), Holm across its (noise, level) places."""
     rows = []
     for removed, rand in tie_pairs(study):
         top = study.arm_specs[removed].options["top"]
-        for (b, noise), s in summary.groupby(["benchmark", "noise"], sort=True):
-            dense = s[s["arm"] == "dense"].set_index("seed")
-            d = Interval.of(dense["test_error"])
-            for level in sorted(s.loc[s["arm"].isin([removed, rand]), "level"].unique()):
-                r = s[(s["arm"] == removed) & (s["level"] == level)].set_index("seed")
-                q = s[(s["arm"] == rand) & (s["level"] == level)].set_index("seed")
-                both = r.index.intersection(q.index)
-                ivr, ivq = Interval.of(r["test_error"]), Interval.of(q["test_error"])
-                iv = Interval.of((r.loc[both, "test_error"] - q.loc[both, "test_error"]).to_numpy())
-                n_removed = (dense["train_examples"].reindex(r.index) - r["train_examples"]).dropna()
-                rows.append(_record(
-                    TIE_CLAIM, iv, benchmark=b, noise=float(noise), level=int(level),
-                    nominal_sparsity=float(nominal_sparsity(study.benchmarks[b].prune.fraction, level))
-                    if b in study.benchmarks else math.nan,
-                    removed_arm=removed, random_arm=rand, top=top,
-                    removed=int(n_removed.iloc[0]) if len(n_removed) else -1,
-                    train_examples=int(dense["train_examples"].iloc[0]) if len(dense) else -1,
-                    dense_mean=d.mean, dense_ci_low=d.low, dense_ci_high=d.high,
-                    tie_removed_mean=ivr.mean, tie_removed_ci_low=ivr.low, tie_removed_ci_high=ivr.high,
-                    tie_random_mean=ivq.mean, tie_random_ci_low=ivq.low, tie_random_ci_high=ivq.high))
+        for b, sb in summary.groupby("benchmark", sort=True):
+            places = []
+            for noise, s in sb.groupby("noise", sort=True):
+                dense = s[s["arm"] == "dense"].set_index("seed")
+                d = Interval.of(dense["test_error"])
+                for level in sorted(s.loc[s["arm"].isin([removed, rand]), "level"].unique()):
+                    r = s[(s["arm"] == removed) & (s["level"] == level)].set_index("seed")
+                    q = s[(s["arm"] == rand) & (s["level"] == level)].set_index("seed")
+                    both = r.index.intersection(q.index)
+                    ivr, ivq = Interval.of(r["test_error"]), Interval.of(q["test_error"])
+                    n_removed = (dense["train_examples"].reindex(r.index) - r["train_examples"]).dropna()
+                    keys = dict(
+                        benchmark=b, noise=float(noise), level=int(level),
+                        nominal_sparsity=float(nominal_sparsity(study.benchmarks[b].prune.fraction, level))
+                        if b in study.benchmarks else math.nan,
+                        removed_arm=removed, random_arm=rand, top=top,
+                        removed=int(n_removed.iloc[0]) if len(n_removed) else -1,
+                        train_examples=int(dense["train_examples"].iloc[0]) if len(dense) else -1,
+                        dense_mean=d.mean, dense_ci_low=d.low, dense_ci_high=d.high,
+                        tie_removed_mean=ivr.mean, tie_removed_ci_low=ivr.low, tie_removed_ci_high=ivr.high,
+                        tie_random_mean=ivq.mean, tie_random_ci_low=ivq.low, tie_random_ci_high=ivq.high)
+                    places.append((keys, Interval.of((r.loc[both, "test_error"] - q.loc[both, "test_error"]).to_numpy())))
+            rows += _family(TIE_CLAIM, places)
     cols = ["benchmark", "noise", "level", "nominal_sparsity", "removed_arm", "random_arm", "top", "removed",
             "train_examples", "dense_mean", "dense_ci_low", "dense_ci_high", "tie_removed_mean",
             "tie_removed_ci_low", "tie_removed_ci_high", "tie_random_mean", "tie_random_ci_low",
-            "tie_random_ci_high", "statistic", "expected", "n_seeds", "mean", "ci_low", "ci_high", "verdict",
-            "reason", "seeds_needed"]
+            "tie_random_ci_high", *RECORD]
     return pd.DataFrame(rows, columns=cols).astype({"n_seeds": "int64", "level": "int64", "removed": "int64",
                                                     "train_examples": "int64"})
 
