@@ -16,14 +16,14 @@ from prunegen.cluster import dag
 from prunegen.records import layout
 
 STUDY_FILE = config.get("study", "workflow/studies/demo.yaml")
-STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"))
+STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"), config.get("set"))
 ROOT = str(STUDY.root)
 # The engine runs under the interpreter that runs Snakemake, wherever the job lands.
 PRUNEGEN = f"{sys.executable} -m prunegen.cli"
 # A slice of the grid (prunegen.study.selection): the matching cells and the cells they read.
 SELECT = config.get("select")
-STUDY_ARGS = f"--study {STUDY_FILE}" + "".join(
-    f" --{k.replace('_', '-')} {config[k]}" for k in ("results_root", "data_root") if config.get(k))
+# Overrides of the study file: --config set="benchmarks.mnist-lenet300.train.epochs=40 seeds=[0,1]"
+STUDY_ARGS = dag.job_args(STUDY_FILE, config)
 
 # Corrupt cells (a record file that does not match its cell.json), found once in the
 # main process (not in every cluster job): each is re-run with the cells after it in its
@@ -38,6 +38,8 @@ if getattr(workflow.output_settings, "dryrun", False):
     SET_ASIDE = CORRUPT
 else:
     SET_ASIDE = {}
+    if workflow.is_main_process:  # the study as this run reads it, beside its results
+        dag.write_resolved(STUDY)
     dag.set_aside_all(CORRUPT)
 
 wildcard_constraints:

@@ -12,3 +12,13 @@ A study flows through five packages, each importing only those above it:
 """
 
 __version__ = "0.1.0"
+
+
+def open(study, results_root=None, set=None):  # noqa: A001, A002 - prunegen.open(study), as tarfile.open
+    """A study's results from Python: `prunegen.open("workflow/studies/demo.yaml")` returns
+    prunegen.analysis.api.Results (status, merged tables, verdicts, per-example records,
+    figures), reading only verified records; `results_root` and `set` as the command line's
+    --results-root and --set."""
+    from .analysis.api import Results  # the analysis only, on first use: importing prunegen stays free
+
+    return Results.open(study, results_root, set)

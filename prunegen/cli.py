@@ -18,6 +18,9 @@ def _study_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, help="study YAML file")
     p.add_argument("--results-root", help="override the study's results_root")
     p.add_argument("--data-root", help="override the study's data_root")
+    p.add_argument("--set", dest="set_text", metavar="TERMS", help='overrides of the study file, as key.path=value '
+                   'terms (values in YAML): "benchmarks.mnist-lenet300.train.epochs=40 seeds=[0,1]" (as snakemake '
+                   '--config set=...); validated like the file')
 
 
 def _select_arg(p: argparse.ArgumentParser) -> None:
@@ -29,7 +32,7 @@ def _load(args):
     from .study.load import load_study  # every command reads its study
 
     overrides = {k: v for k, v in {"results_root": args.results_root, "data_root": args.data_root}.items() if v}
-    return load_study(args.study, overrides)
+    return load_study(args.study, overrides, args.set_text)
 
 
 def cmd_run_cell(args) -> None:

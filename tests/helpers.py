@@ -55,11 +55,13 @@ class CellCache:
         return out
 
 
-def snakemake(workdir: Path, study, *args, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run the workflow on `study` in `workdir` (2 cores); raise with its output on failure."""
+def snakemake(workdir: Path, study, *args, config: tuple[str, ...] = (), check: bool = True,
+              **kw) -> subprocess.CompletedProcess:
+    """Run the workflow on `study` (and the other `config` key=value entries) in `workdir`
+    (2 cores); raise with its output on failure."""
     # `args` before --config, whose values run to the end: a target there would be taken for one
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args, "--config", f"study={study}"]
+           "--cores", "2", *args, "--config", f"study={study}", *config]
     out = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")

@@ -29,14 +29,12 @@ from ..engine.splits import Split, Splits
 from ..engine.training import evaluate, make_optimizer, train_epoch, use_channels_last
 from ..records.store import write_json
 from ..study.grid import Study
+from ..study import shapes
 from ..study.hparams import Benchmark
 from .plan import calibration_path
 
 log = logging.getLogger("prunegen")
 
-# (training, test) examples of each dataset, before the validation split is held out.
-SIZES = {"digits": (1437, 360), "mnist": (60000, 10000), "fashion_mnist": (60000, 10000),
-         "cifar10": (50000, 10000), "cifar100": (50000, 10000), "svhn": (73257, 26032)}
 DIGITS_SPEC = (10, (1, 8, 8), (4.88,), (6.02,), False)  # shape and class count of sklearn's digits
 
 
@@ -86,7 +84,7 @@ def epoch_seconds(bm: Benchmark, device: torch.device, steps: int = 200) -> dict
     evaluate(model, ev.train, ev, hp.eval_batch_size, channels_last)
     _sync(device)
     eval_s = (time.perf_counter() - t0) / n_eval
-    train_n, test_n = SIZES[bm.dataset]
+    train_n, test_n = shapes.DATASET_SIZES[bm.dataset]
     train_n -= bm.data.val_size
     steps_per_epoch = math.ceil(train_n / hp.batch_size)
     return {"epoch_seconds": steps_per_epoch * step_s + (bm.data.val_size + test_n) * eval_s,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
+
+import yaml
 
 from ..records import layout, store
 from ..records.layout import COMPLETE_MARKER, RECORD_FILES
@@ -33,9 +36,34 @@ WILDCARD_CONSTRAINTS = {
 }
 
 
-def load(path: str | Path, results_root: str | None = None, data_root: str | None = None) -> Study:
+def load(path: str | Path, results_root: str | None = None, data_root: str | None = None,
+         set_text: str | None = None) -> Study:
     overrides = {k: v for k, v in {"results_root": results_root, "data_root": data_root}.items() if v}
-    return load_study(path, overrides)
+    return load_study(path, overrides, set_text)
+
+
+def job_args(path: str | Path, config: dict) -> str:
+    """The study arguments of every job's `prunegen` command: the file, and whatever the
+    run's --config changed of it, so that a job on another node loads the same study."""
+    args = f"--study {shlex.quote(str(path))}"
+    for key in ("results_root", "data_root"):
+        if config.get(key):
+            args += f" --{key.replace('_', '-')} {shlex.quote(str(config[key]))}"
+    if config.get("set"):
+        args += f" --set {shlex.quote(str(config['set']))}"
+    return args
+
+
+def write_resolved(study: Study) -> Path:
+    """The study as this run reads it (overrides applied) beside its results, so that a run
+    is reproducible from its own folder: `prunegen status --study <results>/<study>/study.yaml`."""
+    path = layout.resolved_study(study.root)
+    text = yaml.safe_dump(study.raw, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with store.atomic_write(path) as tmp:
+            tmp.write_text(text)
+    return path
 
 
 def cell_outputs(root: str | Path) -> dict[str, str]:

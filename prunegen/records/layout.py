@@ -14,6 +14,7 @@
       tables/<name>.parquet + .csv     merged by prunegen.analysis.merge
       figures/<name>.png + .pdf        drawn by prunegen.analysis.figures
       calibration.json                 prunegen plan --calibrate
+      study.yaml                       the study as the last run read it (overrides applied)
     .snakemake/submitit/<time>-<run>/jobs.jsonl   the SLURM jobs of a run (the executor plugin)
 
 The cell folder's keys (hive-style) are a cell's identity, so the folder itself is
@@ -69,3 +70,8 @@ def gpu_json(root: Path, relpath: str) -> Path:
 
 def calibration(root: Path) -> Path:
     return Path(root) / "calibration.json"
+
+
+def resolved_study(root: Path) -> Path:
+    """The study a run read (its file with the run's overrides applied), beside its results."""
+    return Path(root) / "study.yaml"

@@ -43,6 +43,7 @@ class Study:
     seeds: tuple[int, ...]
     arm_specs: dict = field(default_factory=dict)  # arms the study defines (prunegen.arm_specs)
     share_prefixes: bool = True  # prunegen.study.chains: where cycles are computed, never what (no hash)
+    raw: dict = field(default_factory=dict, repr=False)  # the study as read, overrides applied (before defaults)
 
     @property
     def root(self) -> Path:

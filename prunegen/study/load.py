@@ -6,7 +6,9 @@ The schema is `study.schema.yaml` beside this module; a bad field fails with one
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,7 @@ def resolve_model(spec: dict) -> dict:
     return {"name": name, "width": int(spec.get("width", default)), "bn_init": spec.get("bn_init", "uniform")}
 
 
-def _benchmark(name: str, raw: dict) -> Benchmark:
+def _benchmark(name: str, raw: dict, source: str = "study") -> Benchmark:
     model = resolve_model(raw["model"])
     train_raw = dict(raw["train"])
     train_raw["schedule"] = _build(Schedule, train_raw.get("schedule"))
@@ -79,11 +81,38 @@ def _benchmark(name: str, raw: dict) -> Benchmark:
     data_raw.setdefault("val_size", DEFAULT_VAL_SIZE[raw["dataset"]])
     data_raw.setdefault("augment", raw["dataset"] in ("cifar10", "cifar100", "svhn"))
     train, prune = _build(Train, train_raw), _build(Prune, prune_raw)
+    _check_data(name, raw["dataset"], model, data_raw["val_size"], source)
     if prune.variant == "weight_rewind" and prune.rewind_schedule and prune.rewind_epoch >= train.epochs:
         raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
                      train=train, prune=prune, resources=_build(Resources, raw.get("resources")))
+
+
+def _check_data(name: str, dataset: str, model: dict, val_size: int, source: str) -> None:
+    """What only the data could refute, refused at load (the sizes and shapes are known
+    without loading it): a validation split that leaves no training examples, a model that
+    cannot take the dataset's inputs."""
+    n_train, _ = shapes.DATASET_SIZES[dataset]
+    if val_size >= n_train:
+        raise StudyError(f"{source}: benchmarks.{name}.data.val_size: {val_size} leaves no training examples: "
+                         f"{dataset} has {n_train} (the validation split is held out of them)")
+    problem = shapes.input_problem(model, shapes.DATASET_SHAPES[dataset][0])
+    if problem:
+        raise StudyError(f"{source}: benchmarks.{name}.model: {problem} ({dataset})")
+
+
+def _check_tie(specs: dict, benchmarks: dict[str, Benchmark], source: str) -> None:
+    """A TIE arm must leave some training examples to train on, on every benchmark."""
+    for arm, spec in specs.items():
+        top = spec.options.get("top")
+        if spec.base not in arm_specs.TIE_BASES or top is None:
+            continue
+        for b, bm in benchmarks.items():
+            n = shapes.DATASET_SIZES[bm.dataset][0] - bm.data.val_size
+            if round(top * n) >= n:
+                raise StudyError(f"{source}: arms ({arm}).top: {top:g} removes all {n} training examples of "
+                                 f"benchmark {b}")
 
 
 def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> Study:
@@ -92,20 +121,55 @@ def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> S
         arms, specs = arm_specs.parse(raw["arms"], arm_specs.ARMS)
     except ValueError as e:
         raise StudyError(f"{source}: {e}") from None
+    benchmarks = {name: _benchmark(name, b, source) for name, b in raw["benchmarks"].items()}
+    _check_tie(specs, benchmarks, source)
     return Study(
         name=raw["study"], path=path,
         data_root=Path(raw.get("data_root", "data")),
         results_root=Path(raw.get("results_root", "results")),
         device=raw.get("device", "auto"),
-        benchmarks={name: _benchmark(name, b) for name, b in raw["benchmarks"].items()},
+        benchmarks=benchmarks,
         arms=arms, arm_specs=specs, levels=int(raw["levels"]),
         noise=tuple(float(f) for f in raw["noise"]), noise_mode=raw.get("noise_mode", "other_class"),
         seeds=tuple(int(s) for s in raw["seeds"]), share_prefixes=bool(raw.get("share_prefixes", True)),
+        raw=copy.deepcopy(raw),
     )
 
 
-def load_study(path: str | Path, overrides: dict | None = None) -> Study:
-    """Read, validate and resolve a study file; `overrides` are merged on top (e.g. results_root)."""
+def apply_set(raw: dict, text: str | None) -> dict:
+    """A copy of `raw` with the overrides `text` applied: `key.path=value` terms separated by
+    spaces (shell-style quoting), each value read as YAML, so `epochs=40`, `lr=0.05`,
+    `seeds=[0,1]` and `arms=[dense,imp]` mean what they say. A path runs through the study's
+    own keys (benchmark names may hold dots: the longest name that matches is taken); it may
+    end in a key the study does not spell out yet, which schema validation then checks. A
+    term that is not key=value, or a benchmark the study does not have, is refused naming it."""
+    out = copy.deepcopy(raw)
+    for term in shlex.split(text or ""):
+        key, sep, value = term.partition("=")
+        if not sep or not key:
+            raise StudyError(f"set: {term!r} is not key.path=value")
+        parts, node, where = key.split("."), out, []
+        while parts:
+            if not isinstance(node, dict):
+                raise StudyError(f"set: {key}: {'.'.join(where)} is not a mapping, it has no key {parts[0]!r}")
+            # the longest run of parts that names a key here (a benchmark named "cifar10.v2")
+            n = next((i for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in node), 1)
+            name, parts = ".".join(parts[:n]), parts[n:]
+            if not parts:
+                node[name] = _load_yaml(value)
+                break
+            if name not in node:
+                if where == ["benchmarks"]:
+                    raise StudyError(f"set: {key}: the study has no benchmark {name!r}; it has "
+                                     f"{', '.join(sorted(node))}")
+                node[name] = {}  # an optional block the study leaves out (data, prune, ...)
+            node, where = node[name], [*where, name]
+    return out
+
+
+def load_study(path: str | Path, overrides: dict | None = None, set_text: str | None = None) -> Study:
+    """Read, validate and resolve a study file; `overrides` are merged on top (e.g.
+    results_root), then the `key.path=value` terms of `set_text` (apply_set)."""
     path = Path(path)
     try:
         raw = _load_yaml(path.read_text())
@@ -115,4 +179,6 @@ def load_study(path: str | Path, overrides: dict | None = None) -> Study:
         raise StudyError(f"{path}: not valid YAML: {e}") from None
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **overrides}
-    return from_dict(raw, source=str(path), path=path)
+    if isinstance(raw, dict) and set_text:
+        raw = apply_set(raw, set_text)
+    return from_dict(raw, source=str(path) + (f" (set: {set_text})" if set_text else ""), path=path)

@@ -25,6 +25,9 @@ DATASET_SHAPES = {
     "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
     "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "svhn": ((3, 32, 32), 10),
 }
+# (training, test) examples of each dataset, before the validation split is held out of the training set
+DATASET_SIZES = {"digits": (1437, 360), "mnist": (60000, 10000), "fashion_mnist": (60000, 10000),
+                 "cifar10": (50000, 10000), "cifar100": (50000, 10000), "svhn": (73257, 26032)}
 
 
 def model_name(spec: dict) -> str:
@@ -32,6 +35,20 @@ def model_name(spec: dict) -> str:
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
     return name
+
+
+def input_problem(spec: dict, input_shape) -> str | None:
+    """Why a model cannot take inputs of this shape (None when it can): a VGG halves the
+    image at every max-pool, and an image that reaches 0 pixels has nothing left to pool."""
+    name = model_name(spec)
+    if name not in VGG_PLANS:
+        return None  # the MLP flattens any shape; a ResNet's strided convs and mean pool take any size
+    pools = VGG_PLANS[name].count("M")
+    _, h, w = input_shape
+    if min(h, w) >> pools == 0:
+        return (f"{name} halves its input at each of its {pools} max-pools and needs at least {2 ** pools}x"
+                f"{2 ** pools} pixels, not {h}x{w}")
+    return None
 
 
 def scale(size: int, width: int, base: int) -> int:
