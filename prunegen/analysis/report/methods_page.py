@@ -25,7 +25,7 @@ from ..verdicts.methods import (
 )
 from ..verdicts.paper import paper_epochs
 from ..verdicts.stats import ALPHA, primary, t_quantile
-from .markdown import duration, level_text, model_text, of_record, p_text, table, with_ci
+from .markdown import duration, level_text, model_text, of_record, p_text, points, table, with_ci
 from .tables import read as read_page_tables
 
 FIGURES = ("methods_sparsity", "methods_epochs", "tie")  # beside the claims pages' own
@@ -64,7 +64,7 @@ def section(study: Study, b: str, mt: dict[str, pd.DataFrame]) -> list[str]:
     out += ["### Claim 1 for every pruning arm", "", f"Claim: {METHOD_CLAIM[1]}", ""]
     out += table(["noise", "arm", "level chosen on validation (per seed)", "arm - dense test error (paired)",
                   "p (Holm)", "verdict", "why"],
-                 [[f"{r['noise']:g}", f"`{r['arm']}`", r["levels_chosen"], of_record(r), p_text(r["p_holm"]),
+                 [[f"{r['noise']:g}", f"`{r['arm']}`", r["levels_chosen"], of_record(r, points), p_text(r["p_holm"]),
                    r["verdict"], r["reason"]] for _, r in v.iterrows()])
     t = mt["tie"][mt["tie"]["benchmark"] == b]
     out += ["### Top-improved examples (TIE)", "", f"Claim (the paper's supplement): {TIE_CLAIM[1]}", ""]
@@ -76,7 +76,7 @@ def section(study: Study, b: str, mt: dict[str, pd.DataFrame]) -> list[str]:
                 f"{n} drawn at random (seeded per level). Both are dense models, from dense's initialization, "
                 f"trained one cycle. **Verdict: {primary(list(g['verdict']))}.**", ""]
         rows = [[f"{r['noise']:g}", level_text(r["level"], r["nominal_sparsity"]), str(int(r["removed"])),
-                 with_ci(r, "dense"), with_ci(r, "tie_removed"), with_ci(r, "tie_random"), of_record(r),
+                 with_ci(r, "dense"), with_ci(r, "tie_removed"), with_ci(r, "tie_random"), of_record(r, points),
                  p_text(r["p_holm"]), r["verdict"], r["reason"]] for _, r in g.iterrows()]
         out += table(["noise", "level of the ranking (sparsity)", "removed", "dense test error",
                       f"`{removed}`", f"`{rand}`", "removed - random (paired)", "p (Holm)", "verdict", "why"], rows)
