@@ -15,8 +15,10 @@ py=${PYTHON:-python3}
 status=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$out/gpu.txt"
-# the CUDA tests: augmentation on the device; a ResNet-20 trained channels_last in bf16
-"$py" -m pytest -q -p no:cacheprovider -rs tests/test_data.py tests/test_cell.py -k cuda \
+# the CUDA tests: augmentation on the device; a ResNet-20 trained channels_last in bf16;
+# the same data plan on CPU and CUDA; deterministic algorithms as the study says; stop signals
+timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs tests/engine/test_data.py tests/engine/test_cell.py \
+    tests/engine/test_device_parity.py tests/engine/test_stopping.py -k "cuda or plan or signal" \
     2>&1 | tee "$out/tests.log" || status=1
 timeout 300 "$py" benchmarks/train.py --device cuda --repeats 5 2>&1 | tee "$out/train.log" || status=1
 timeout 180 "$py" benchmarks/pack.py --device cuda 2>&1 | tee "$out/pack.log" || status=1

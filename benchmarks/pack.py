@@ -71,7 +71,7 @@ def worker(rank: int, name: str, steps: int, warmup: int, device_name: str, barr
     model.train()
 
     def epoch(splits, tag) -> float:
-        loss, _ = train_epoch(model, optimizer, bound, splits, hp, generator(rank, tag, device=device), 0,
+        loss, _ = train_epoch(model, optimizer, bound, splits, hp, generator(rank, tag), 0,
                               channels_last=channels_last)
         return loss  # train_epoch counts its loss on the host: the device is done
 

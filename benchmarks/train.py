@@ -178,7 +178,7 @@ class Engine:
 
     def epoch(self) -> None:
         self.model.train()
-        g = generator(0, "batches", 0, self.calls, device=self.device)
+        g = generator(0, "batches", 0, self.calls)  # the epoch plan is drawn on the CPU
         self.calls += 1
         train_epoch(self.model, self.opt, self.bound, self.splits, self.hp, g, 0, channels_last=self.channels_last)
         _sync(self.device)

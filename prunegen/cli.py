@@ -37,12 +37,13 @@ def _load(args):
 
 def cmd_run_cell(args) -> None:
     # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
-    from .engine import allocator
+    from .engine import allocator, stopping
     from .engine.gpu_sampler import gpu_sampler
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 
     allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
+    stopping.install()  # SIGTERM, SIGUSR2: checkpoint at the next step and stop
     study = _load(args)
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     # GPU samples only for a cell that trains (a complete one is skipped and keeps its own)
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     # The errors a command reports in one line; imported per command, since the engine's
     # modules import torch (seconds) and merge, figures and results need none of it.
     # (imported here, per command: see the comment above)
+    from .engine.stopping import StopRequested  # (signal only: no torch)
     from .records.store import CorruptRecordError
     from .study.grid import StudyError
 
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except expected as e:
         print(f"prunegen: error: {e}", file=sys.stderr)
         return 2
+    except StopRequested as e:
+        print(f"prunegen: {e}", file=sys.stderr)
+        return 128 + e.signum  # as a process the signal ended, after saving its checkpoint
     return 0
 
 

@@ -74,7 +74,8 @@ def format_engines(engines: list[tuple[str, int]], current: str | None = None) -
     """Which engine computed the complete cells: one line, or a warning when there are
     several (an engine change can change a cell's last bits; see prunegen.records.provenance).
     `current`: this checkout's engine, marked where cells have it."""
-    mark = lambda e: e + (", this checkout's" if e == current else "")  # noqa: E731
+    # this checkout's source digest, on whatever device and precision its cells ran
+    mark = lambda e: e + (", this checkout's" if current and e.split(" ")[0] == current.split(" ")[0] else "")  # noqa: E731
     if len(engines) <= 1:
         return "".join(f"engine: {mark(e)} (all {n} complete cells)\n" for e, n in engines)
     lines = "".join(f"  {mark(e)}: {n} cell{'s' if n != 1 else ''}\n" for e, n in engines)

@@ -70,7 +70,7 @@ def epoch_seconds(bm: Benchmark, device: torch.device, steps: int = 200) -> dict
         splits = _splits(spec, n_steps * hp.batch_size, device, seed=len(tag))
         _sync(device)
         t0 = time.perf_counter()
-        train_epoch(model, optimizer, bound, splits, hp, generator(0, tag, device=device), 0,
+        train_epoch(model, optimizer, bound, splits, hp, generator(0, tag), 0,
                     channels_last=channels_last)  # returns host numbers: the device is done
         return time.perf_counter() - t0
 

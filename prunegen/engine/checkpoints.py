@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,21 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class Checkpoint:
-    """One file per cell, rewritten atomically at the end of every epoch."""
+    """One file per cell, rewritten atomically: at the end of an epoch once `every_s` seconds
+    have passed since the last save (every epoch at 0), at the end of every cycle, and
+    mid-epoch when a signal asks the cell to stop (engine.stopping)."""
 
     path: Path
     fingerprint: str  # the cell hash: a checkpoint of another configuration is never resumed
+    every_s: float = 0.0
+    _saved_at: float = field(default_factory=lambda: time.monotonic(), repr=False)  # (looked up per call)
+
+    def due(self, cycle_end: bool = False) -> bool:
+        return cycle_end or time.monotonic() - self._saved_at >= self.every_s
 
     def save(self, **state) -> None:
         save_torch({"fingerprint": self.fingerprint, **state}, self.path)
+        self._saved_at = time.monotonic()
 
     def load(self) -> dict | None:
         if not self.path.exists():

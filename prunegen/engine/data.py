@@ -227,21 +227,32 @@ def to_float(x_uint8: torch.Tensor, mean, std, out: torch.Tensor | None = None) 
     return (x_uint8.to(torch.float32) - m) / s
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Per-example random crop from the zero-padded image, and random horizontal flip.
-
-    One gather on x's device for the whole batch. Random numbers come only from
-    `generator` (on x's device), drawn in a fixed order, so the result is
-    deterministic given its state. dtype and memory format are kept.
-    """
-    b, _, h, w = x.shape
-    dev = x.device
+def draw_crops(b: int, generator: torch.Generator, *, pad: int = 4, flip: bool = True):
+    """A batch of `b` examples' crop offsets (oy, ox: (B, 1) in [0, 2 pad]) and flips ((B, 1)
+    bools, or None without flips), drawn from `generator` in this order, on its device."""
+    dev = generator.device
     oy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
     ox = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=generator)
+    flipped = torch.rand((b, 1), device=dev, generator=generator) < 0.5 if flip else None
+    return oy, ox, flipped
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-example random crop from the zero-padded image, and random horizontal flip,
+    drawn from `generator` (draw_crops) and applied in one gather (crop_batch)."""
+    oy, ox, flipped = draw_crops(x.shape[0], generator, pad=pad, flip=flip)
+    return crop_batch(x, oy.to(x.device), ox.to(x.device), None if flipped is None else flipped.to(x.device), pad=pad)
+
+
+def crop_batch(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flipped: torch.Tensor | None, *,
+               pad: int = 4) -> torch.Tensor:
+    """The crops and flips `draw_crops` drew, applied: one gather on x's device for the
+    whole batch. dtype and memory format are kept."""
+    b, _, h, w = x.shape
+    dev = x.device
     rows = oy + torch.arange(h, device=dev)  # (B, H) rows of the padded image
     cols = ox + torch.arange(w, device=dev)  # (B, W)
-    if flip:
-        flipped = torch.rand((b, 1), device=dev, generator=generator) < 0.5
+    if flipped is not None:
         cols = torch.where(flipped, cols.flip(1), cols)
     padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
     out = padded[torch.arange(b, device=dev).view(b, 1, 1), rows.view(b, h, 1), cols.view(b, 1, w)]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -43,6 +44,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("study asks for device: cuda, but no CUDA device is visible")
     return torch.device(name)
+
+
+def set_determinism(device: torch.device, deterministic: bool) -> str:
+    """CUDA's deterministic algorithms on (or off, as the study says), and the precision the
+    cell trains in: fp32 on CPU, whose ops are deterministic at a fixed thread count; bf16
+    autocast for training on CUDA (evaluation stays fp32). cuBLAS needs its workspace
+    setting before its first call, so this runs before the cell touches the device."""
+    if device.type != "cuda":
+        return "fp32"
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic)
+    return "bf16-autocast"
 
 
 def _git_revision() -> str | None:
@@ -121,6 +137,7 @@ def _run(cell: Cell, device: str | None) -> Path:
     t0 = time.perf_counter()
     bm = cell.benchmark
     dev = resolve_device(device or cell.study.device)
+    precision = set_determinism(dev, cell.study.deterministic)
     # Everything that can fail on bad input happens before the cell folder is touched.
     dataset = load_dataset(bm.dataset, cell.study.data_root)
     splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
@@ -143,7 +160,7 @@ def _run(cell: Cell, device: str | None) -> Path:
         if cell.arm == "dense" and epoch == min(bm.prune.rewind_epoch, bm.train.epochs):
             save_torch({k: v.detach().cpu() for k, v in m.state_dict().items()}, out / layout.REWIND_FILE)
 
-    checkpoint = Checkpoint(out / layout.CHECKPOINT_FILE, cell.hash)
+    checkpoint = Checkpoint(out / layout.CHECKPOINT_FILE, cell.hash, every_s=cell.study.checkpoint_every_s)
     history, info = train(model, mask, splits, bm.train, cycles=start.cycles, seed=cell.seed,
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
                           on_epoch=save_rewind, first_epoch=start.first_epoch)
@@ -177,7 +194,8 @@ def _run(cell: Cell, device: str | None) -> Path:
         "machine": provenance.describe_machine(torch.get_num_threads(),
                                                torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),
         "versions": {"prunegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "engine": provenance.describe_engine(torch.__version__), "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
+        "engine": provenance.describe_engine(torch.__version__, dev.type, precision,
+                                              cell.study.deterministic or dev.type != "cuda"), "git_revision": _git_revision(), "wall_seconds": summary["wall_seconds"],
     }, out, files)
     (out / layout.SET_ASIDE).unlink(missing_ok=True)  # a corrupt earlier run's marker
     checkpoint.clear()

@@ -1,8 +1,11 @@
 """The training loop: cycles of SGD with a restarted LR schedule, masks kept at zero,
-a checkpoint every epoch, and bit-identical resume on CPU.
+checkpoints by elapsed time, at each cycle's end and at a stop signal (mid-epoch, at a step
+boundary), and bit-identical resume on CPU.
 
-Data order and augmentation come from a generator derived from (seed, cycle,
-epoch), so a resumed run needs only the model, the optimizer and the history.
+Data order and augmentation come from a generator derived from (seed, cycle, epoch), so a
+resumed run needs only the model, the optimizer and the history. The epoch's plan (its
+order, every batch's crops and flips) is drawn on the CPU, whatever the device, and
+uploaded once: a cell sees the same data on a GPU as on a CPU (`EpochPlan`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..study.hparams import Train
-from . import pruning
+from . import pruning, stopping
 from .checkpoints import Checkpoint
-from .data import augment_batch, normalisation, to_float
+from .data import crop_batch, draw_crops, normalisation, to_float
 from .seeds import generator
 from .sgd import SGD
 from .splits import Split, Splits
@@ -83,13 +87,14 @@ def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tenso
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int,
              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example loss (against split.y) and predicted class, in large no-grad batches."""
+    """Per-example loss (against split.y) and predicted class, in large no-grad batches, in
+    fp32 on every device (the per-example records and memorization come from these
+    logits: never from bf16 ones)."""
     model.eval()
     losses, preds = [], []
     for i in range(0, len(split), batch_size):
         x = _inputs(split.x[i:i + batch_size], splits, channels_last)
-        with autocast(x.device):
-            out = model(x).float()
+        out = model(x).float()
         losses.append(F.cross_entropy(out, split.y[i:i + batch_size], reduction="none"))
         preds.append(out.argmax(1))
     model.train()
@@ -105,15 +110,66 @@ def _mean_metrics(model, split, splits, hp, channels_last) -> tuple[float, float
     return float(loss.mean()), float((pred == split.y.cpu()).float().mean())
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What an epoch's data is: the order of the training examples and, with augmentation,
+    every example's crop offsets and flip, in batch order. Drawn on the CPU from the
+    epoch's generator in one fixed order (the order, then each batch's crops and flips),
+    the order the loop drew them in before plans existed: CPU records are unchanged."""
+
+    perm: torch.Tensor               # (N,) int64
+    oy: torch.Tensor | None = None   # (N, 1) crop offsets, in batch order
+    ox: torch.Tensor | None = None
+    flipped: torch.Tensor | None = None  # (N, 1) bool, or None without flips
+
+    @classmethod
+    def draw(cls, g: torch.Generator, n: int, batch_size: int, augment: bool, flip: bool) -> "EpochPlan":
+        if g.device.type != "cpu":
+            raise ValueError("an epoch's plan is drawn on the CPU: give a CPU generator")
+        perm = torch.randperm(n, generator=g)
+        if not augment:
+            return cls(perm)
+        crops = [draw_crops(len(perm[i:i + batch_size]), g, flip=flip) for i in range(0, n, batch_size)]
+        oy, ox, fl = zip(*crops) if crops else ((), (), ())
+        cat = lambda parts: torch.cat(parts) if parts else torch.empty(0, 1, dtype=torch.int64)  # noqa: E731
+        return cls(perm, cat(oy), cat(ox), torch.cat(fl) if flip and fl else None)
+
+    def to(self, device: torch.device) -> "EpochPlan":
+        """Uploaded once an epoch (not a small copy every step)."""
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return EpochPlan(move(self.perm), move(self.oy), move(self.ox), move(self.flipped))
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An epoch stopped at a step boundary: the steps done, their losses (fp32, in step
+    order) and correct predictions. With the model and optimizer at that step, what the
+    rest of the epoch needs to end with the bits of an epoch never stopped."""
+
+    step: int
+    losses: torch.Tensor  # (step,) float32, on the CPU
+    correct: int
+
+    def state(self) -> dict:
+        return {"step": self.step, "losses": self.losses, "correct": self.correct}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "Partial | None":
+        return None if state is None else cls(int(state["step"]), state["losses"], int(state["correct"]))
+
+
 def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: Splits, hp: Train,
                 g: torch.Generator, epoch: int, lr_constant: float | None = None,
-                channels_last: bool = False) -> tuple[float, int]:
-    """One pass over the training split in the order drawn from `g`; returns the summed
-    loss and the number of correct predictions (on the labels trained on)."""
+                channels_last: bool = False, resume: Partial | None = None) -> tuple[float, int] | Partial:
+    """One pass over the training split in the order drawn from `g` (a CPU generator: the
+    epoch's plan); returns the summed loss and the number of correct predictions (on the
+    labels trained on). `resume`: the part of this epoch already done. Asked to stop
+    (engine.stopping) before its last step, it returns the epoch so far, a `Partial`."""
     device = splits.train.x.device
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
-    perm = torch.randperm(n, generator=g, device=device)
+    plan = EpochPlan.draw(g, n, bs, splits.augment, splits.flip).to(device)
+    perm = plan.perm
     labels = splits.train.y.index_select(0, perm)  # the epoch's labels in batch order, in one gather
     mean, std = normalisation(splits.mean, splits.std, device)
     # Every batch is normalised into this one tensor (a fresh one per step made an LeNet
@@ -124,11 +180,14 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
     # Losses and outputs are kept and counted after the epoch: a running total on the
     # device cost six small ops a step (3% of an LeNet step on CPU).
     losses, outputs = [], []
-    for i in range(steps):
+    first = resume.step if resume is not None else 0
+    stop_at = steps
+    for i in range(first, steps):
         idx = perm[i * bs:(i + 1) * bs]
         x = splits.train.x.index_select(0, idx)  # the same rows as x[idx], in a third of the time
         if splits.augment:
-            x = augment_batch(x, g, flip=splits.flip)
+            rows = slice(i * bs, (i + 1) * bs)
+            x = crop_batch(x, plan.oy[rows], plan.ox[rows], None if plan.flipped is None else plan.flipped[rows])
         x = to_float(x, mean, std, out=inputs[:len(idx)])
         y = labels[i * bs:(i + 1) * bs]
         for group in optimizer.param_groups:
@@ -142,13 +201,19 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
         optimizer.step()
         losses.append(loss.detach())
         outputs.append(out.detach())
-    if not losses:
-        return 0.0, 0
-    correct = int((torch.cat(outputs).argmax(1) == labels).sum())
+        if i + 1 < steps and stopping.requested():  # one flag read a step
+            stop_at = i + 1
+            break
+    done = (resume.losses,) if resume is not None else ()
+    step_losses = torch.cat([*done, torch.stack(losses).float().cpu()]) if losses else torch.cat([*done, torch.zeros(0)])
+    correct = (resume.correct if resume is not None else 0) + (
+        int((torch.cat(outputs).argmax(1) == labels[first * bs:stop_at * bs]).sum()) if outputs else 0)
+    if stop_at < steps:
+        return Partial(stop_at, step_losses, correct)
     # Summed in step order in fp32, as a running total on the device was: the same bits.
     loss_sum = np.float32(0)
-    for loss, out in zip(torch.stack(losses).cpu().numpy(), outputs):
-        loss_sum += loss * np.float32(len(out))
+    for j, loss in enumerate(step_losses.numpy()):
+        loss_sum += loss * np.float32(min(bs, n - j * bs))
     return float(loss_sum), correct
 
 
@@ -169,15 +234,19 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
     history: list[dict] = []
     start_cycle, start_epoch = 0, first_epoch
     optimizer = make_optimizer(model, hp)
-    resumed = None
+    resumed, partial = None, None
     state = checkpoint.load()
     if state is not None:
         model.load_state_dict(state["model"])
         start_cycle, start_epoch, history = state["cycle_pos"], state["epoch"], list(state["history"])
+        partial = Partial.from_state(state.get("partial"))
         if start_epoch < hp.epochs:
             optimizer.load_state_dict(state["optimizer"])
         resumed = {"cycle": cycles[start_cycle] if start_cycle < len(cycles) else None, "epoch": start_epoch}
-        log.info("%s: resuming from checkpoint at cycle %s epoch %d", label, resumed["cycle"], start_epoch)
+        if partial is not None:
+            resumed["step"] = partial.step
+        log.info("%s: resuming from checkpoint at cycle %s epoch %d%s", label, resumed["cycle"], start_epoch,
+                 f" step {partial.step}" if partial else "")
     bound = pruning.bind(model, mask)
     pruning.apply_mask(bound, optimizer)
     if state is None and on_epoch is not None and cycles:
@@ -189,14 +258,20 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
         begin = start_epoch if pos == start_cycle else first_epoch
         if begin >= hp.epochs:
             continue
-        if begin == first_epoch:  # (a checkpoint is always past it: saved after an epoch)
+        if begin == first_epoch and partial is None:  # (a whole-epoch checkpoint is past it)
             optimizer = make_optimizer(model, hp)  # LR rewinding: a fresh schedule and momentum
         for epoch in range(begin, hp.epochs):
             t0 = time.perf_counter()
             lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
-            loss_sum, correct = train_epoch(model, optimizer, bound, splits, hp,
-                                            generator(seed, "batches", cycle, epoch, device=device),
-                                            epoch, lr_constant, channels_last)
+            done = train_epoch(model, optimizer, bound, splits, hp, generator(seed, "batches", cycle, epoch),
+                               epoch, lr_constant, channels_last, resume=partial)
+            partial = None
+            if isinstance(done, Partial):  # asked to stop: save this step, then stop
+                checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                cycle_pos=pos, epoch=epoch, history=history, partial=done.state())
+                raise stopping.StopRequested(stopping.requested(),
+                                             f"at cycle {cycle} epoch {epoch + 1} step {done.step} of {steps}")
+            loss_sum, correct = done
             val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
             test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last)
             row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,
@@ -209,6 +284,10 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                      val_acc, test_acc, row["seconds"])
             if on_epoch is not None:
                 on_epoch(cycle, epoch + 1, model)
-            checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            cycle_pos=pos, epoch=epoch + 1, history=history)
+            asked = stopping.requested()
+            if asked is not None or checkpoint.due(cycle_end=epoch + 1 == hp.epochs):
+                checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                cycle_pos=pos, epoch=epoch + 1, history=history)
+            if asked is not None:
+                raise stopping.StopRequested(asked, f"after cycle {cycle} epoch {epoch + 1}")
     return history, {"resumed_from": resumed}

@@ -92,22 +92,31 @@ def installed_torch_version() -> str:
     return importlib.metadata.version("torch")  # without version.py: the distribution's (no local part)
 
 
-def describe_engine(torch_version: str) -> dict:
-    return {"source": source_digest(), "torch": torch_version}
+def describe_engine(torch_version: str, device: str = "cpu", precision: str = "fp32",
+                    deterministic: bool = True) -> dict:
+    """The engine record of a cell: the source digest and torch's version, the device type
+    it trained on, its precision (fp32 on CPU; bf16 autocast for training on CUDA, with
+    evaluation in fp32) and whether CUDA's deterministic algorithms were on."""
+    return {"source": source_digest(), "torch": torch_version, "device": device, "precision": precision,
+            "deterministic": bool(deterministic)}
 
 
-def current(torch_version: str) -> str:
-    """This checkout's engine, labelled as a cell of it would be."""
-    return label({"engine": describe_engine(torch_version)})
+def current(torch_version: str, device: str = "cpu", precision: str = "fp32") -> str:
+    """This checkout's engine, labelled as a cell of it would be (on `device`)."""
+    return label({"engine": describe_engine(torch_version, device, precision)})
 
 
 def label(meta: dict) -> str:
-    """One line per engine for `prunegen status` and the page, from a cell.json. A cell
-    written before engines were recorded is named by its git revision and torch version,
-    which is all it has."""
+    """One line per engine for `prunegen status` and the page, from a cell.json: the
+    source digest, torch, and the device, precision and determinism where recorded (so
+    cells that mix devices or precisions read as several engines). A cell written before
+    engines were recorded is named by its git revision and torch version, which is all it has."""
     e = meta.get("engine")
     if e:
-        return f"{canonical(e['source'])} (torch {e['torch']})"
+        extra = [x for x in (e.get("device"), e.get("precision")) if x]
+        if e.get("deterministic") is False:
+            extra.append("nondeterministic")
+        return f"{canonical(e['source'])} (torch {e['torch']}{''.join(', ' + x for x in extra)})"
     rev = (meta.get("git_revision") or "")[:7] or "unknown revision"
     return f"not recorded (git {rev}, torch {meta.get('versions', {}).get('torch', '?')})"
 

@@ -43,6 +43,8 @@ class Study:
     seeds: tuple[int, ...]
     arm_specs: dict = field(default_factory=dict)  # arms the study defines (prunegen.arm_specs)
     share_prefixes: bool = True  # prunegen.study.chains: where cycles are computed, never what (no hash)
+    deterministic: bool = True  # CUDA's deterministic algorithms (CPU always is): recorded, not hashed
+    checkpoint_every_s: float = 0.0  # where a cell may resume from, never what it computes (no hash)
     raw: dict = field(default_factory=dict, repr=False)  # the study as read, overrides applied (before defaults)
 
     @property

@@ -132,6 +132,8 @@ def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> S
         arms=arms, arm_specs=specs, levels=int(raw["levels"]),
         noise=tuple(float(f) for f in raw["noise"]), noise_mode=raw.get("noise_mode", "other_class"),
         seeds=tuple(int(s) for s in raw["seeds"]), share_prefixes=bool(raw.get("share_prefixes", True)),
+        deterministic=bool(raw.get("deterministic", True)),
+        checkpoint_every_s=float(raw.get("checkpoint_every_s", 0.0)),
         raw=copy.deepcopy(raw),
     )
 

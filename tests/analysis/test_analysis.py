@@ -242,6 +242,25 @@ def test_status_and_page_warn_when_the_complete_cells_come_from_two_engines(stud
                                              "(2 cells).")
 
 
+def test_status_and_page_warn_when_the_complete_cells_mix_devices_or_precisions(study, tables, tmp_path, capsys):
+    """One engine source, two devices: cells trained on a GPU in bf16 are not the CPU's fp32
+    cells, and status and the page say so as they do for two engines."""
+    shutil.copytree(study.root / "cells", tmp_path / study.name / "cells")
+    copy = load_study(study.path, {"results_root": str(tmp_path)})
+    gpu = copy.cell("digits-mlp", "imp", 1, 0.2, 0).dir
+    meta = json.loads((gpu / "cell.json").read_text())
+    assert (meta["engine"]["device"], meta["engine"]["precision"], meta["engine"]["deterministic"]) == ("cpu", "fp32", True)
+    meta["engine"] |= {"device": "cuda", "precision": "bf16-autocast"}
+    store.write_cell_json(meta, gpu)
+    assert cli.main(["status", "--study", str(copy.path), "--results-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the complete cells come from 2 engines" in out
+    source = provenance.current(torch.__version__).split()[0]
+    assert f"  {source} (torch {torch.__version__}, cuda, bf16-autocast), this checkout's: 1 cell\n" in out
+    assert f"  {source} (torch {torch.__version__}, cpu, fp32), this checkout's: 43 cells\n" in out
+    assert compute.page_row(copy, tables["summary"]).iloc[0]["n_engines"] == 2
+
+
 def test_figures_are_written_as_png_and_pdf(study, tables):
     paths = draw.draw(study)
     assert sorted(p.name for p in paths) == sorted(f"{n}.{e}" for n in layout.FIGURES for e in ("png", "pdf"))

@@ -163,6 +163,7 @@ def _long_study(tmp_path, root):
     raw["benchmarks"]["digits-mlp"]["model"]["hidden"] = [256, 128]
     raw["benchmarks"]["digits-mlp"]["train"]["epochs"] = 60
     raw["results_root"] = str(root)
+    raw["checkpoint_every_s"] = 0  # every epoch: a SIGKILL lands between two checkpoints
     path = tmp_path / f"long-{root.name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -202,7 +203,7 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint_to_the_same_result(tmp
 
 
 def _synthetic_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=None, device: str = "cpu",
-                   model: str = "resnet20"):
+                   model: str = "resnet20", cycles=(0,), every_s: float = 0.0):
     """A ResNet-20 trained on 64 synthetic CIFAR-shaped images with crops and flips: the
     convolutional path on CPU (width 4 runs NCHW, width 16 channels_last); or, with
     `model="mlp"`, a 3072-300-100-10 MLP whose first layer's products run in oneDNN.
@@ -227,8 +228,8 @@ def _synthetic_run(tmp_path, name: str, epochs: int, width: int = 4, on_epoch=No
     mask = pruning.full_mask(model, [])
     mask = pruning.magnitude_prune(model, mask, pruning.kept(mask) // 2)
     hp = Train(epochs=epochs, batch_size=16, lr=0.05, schedule=Schedule(kind="cosine"))
-    ckpt = Checkpoint(tmp_path / f"{name}.pt", "conv")
-    history, _ = train(model, mask, splits, hp, cycles=[0], seed=0, checkpoint=ckpt, on_epoch=on_epoch)
+    ckpt = Checkpoint(tmp_path / f"{name}.pt", "conv", every_s=every_s)
+    history, _ = train(model, mask, splits, hp, cycles=list(cycles), seed=0, checkpoint=ckpt, on_epoch=on_epoch)
     return model, mask, history
 
 
@@ -332,8 +333,8 @@ def test_a_channels_last_conv_model_or_a_onednn_mlp_resumes_bit_identically_on_c
 
 def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_masters(monkeypatch, tmp_path):
     """The CUDA path's precision switch, run on CPU: with autocast forced on (CPU bf16), the
-    forward runs in bf16 while weights and the loss stay fp32 and the pruned weights stay
-    exactly zero."""
+    training forward runs in bf16 while weights and the loss stay fp32 and the pruned weights
+    stay exactly zero; evaluation stays fp32 (the per-example records come from it)."""
     import warnings
 
     from prunegen.engine.data import Dataset
@@ -363,8 +364,8 @@ def test_bf16_autocast_on_cuda_only_and_the_mixed_precision_step_keeps_fp32_mast
     assert seen == [torch.float32, torch.float32]
     monkeypatch.setattr(training, "autocast", lambda device: torch.autocast(device.type, dtype=torch.bfloat16))
     model, mask, history, loss, seen = run("bf16")
-    assert seen == [torch.bfloat16, torch.bfloat16]  # evaluation's two batches ran under autocast
-    assert history[0]["train_loss"] != fp32_history[0]["train_loss"]  # and so did training
+    assert seen == [torch.float32, torch.float32]  # evaluation's two batches did not run under autocast
+    assert history[0]["train_loss"] != fp32_history[0]["train_loss"]  # training did
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     for n, m in mask.items():

@@ -102,8 +102,8 @@ class ShellJob(submitit.helpers.Checkpointable):
         """submitit's hook on time-out/preemption: stop the command, requeue the same job,
         unless this run timed out without any progress (it would time out again forever)."""
         timed_out = self.timed_out()
+        self.stop()  # a cell stopped by TERM saves where it is: that counts as progress
         progressed = progress_signature(self.progress_dirs) != self._signature
-        self.stop()
         if timed_out and self.progress_dirs and not progressed:
             # SLURM signals up to a minute early (its time-limit checks run every 30 s), so one
             # run without progress may just have been signalled before the cell's first epoch
@@ -120,7 +120,7 @@ class ShellJob(submitit.helpers.Checkpointable):
         if progressed:
             self.idle_timeouts = 0
         print(f"[prunegen.slurm] {self.label or 'job'}: {'time-out' if timed_out else 'time-out or preemption'}: "
-              "stopping the command and requeueing (the cell resumes from its last epoch checkpoint)", flush=True)
+              "stopping the command and requeueing (the cell saves at its next step and resumes from there)", flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
