@@ -55,7 +55,11 @@ def _sync(device: torch.device) -> None:
 
 def epoch_seconds(bm: Benchmark, device: torch.device, steps: int = 200) -> dict:
     """Time `steps` training steps and an evaluation pass of one benchmark at full width."""
-    spec = DIGITS_SPEC if bm.dataset == "digits" else SPECS[bm.dataset]
+    if bm.source is not None:  # the researcher's own: its shape, classes, and any normalisation
+        c = bm.source.shape[0]
+        spec = (bm.source.classes, bm.source.shape, (127.5,) * c, (64.0,) * c, bm.data.augment)
+    else:
+        spec = DIGITS_SPEC if bm.dataset == "digits" else SPECS[bm.dataset]
     hp = bm.train
     torch.manual_seed(0)
     model = build_model(bm.model, input_shape=spec[1], num_classes=spec[0]).to(device)
@@ -84,7 +88,7 @@ def epoch_seconds(bm: Benchmark, device: torch.device, steps: int = 200) -> dict
     evaluate(model, ev.train, ev, hp.eval_batch_size, channels_last)
     _sync(device)
     eval_s = (time.perf_counter() - t0) / n_eval
-    train_n, test_n = shapes.DATASET_SIZES[bm.dataset]
+    train_n, test_n = bm.sizes or (10 * bm.data.val_size, bm.data.val_size)  # (unknown: a guess)
     train_n -= bm.data.val_size
     steps_per_epoch = math.ceil(train_n / hp.batch_size)
     return {"epoch_seconds": steps_per_epoch * step_s + (bm.data.val_size + test_n) * eval_s,

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..study.datasets import image_layout
+
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -70,6 +72,7 @@ class Dataset:
     mean: tuple[float, ...]  # per channel, in the pixel scale of train_x
     std: tuple[float, ...]
     augment: bool  # random crop (pad 4) during training; + horizontal flip if `flip`
+    mirror: bool | None = None  # whether images may be flipped (None: all but SVHN's)
 
     def __post_init__(self):
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
@@ -87,11 +90,19 @@ class Dataset:
     @property
     def flip(self) -> bool:
         """Whether augmentation flips horizontally (not for SVHN: digits are not mirror-symmetric)."""
-        return self.augment and self.name != "svhn"
+        return self.augment and self.mirrorable
+
+    @property
+    def mirrorable(self) -> bool:
+        """Whether a flipped image is still an example of its class (SVHN's digits are not)."""
+        return self.name != "svhn" if self.mirror is None else self.mirror
 
 
-def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Dataset:
-    """Load a dataset whole. Raises DatasetError naming the expected files if they are missing or corrupt."""
+def load_dataset(name: str, data_root: str | Path, download: bool = False, source=None) -> Dataset:
+    """Load a dataset whole. Raises DatasetError naming the expected files if they are missing or corrupt.
+    `source`: a dataset of the researcher's own (a prunegen.study.datasets.DatasetSource)."""
+    if source is not None:
+        return _load_own(source, Path(data_root).expanduser().absolute())
     if name == "digits":
         return _load_digits()
     if name not in SPECS:
@@ -260,3 +271,92 @@ def crop_batch(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flipped: tor
     if x.is_contiguous(memory_format=torch.channels_last):
         return out
     return out.contiguous()
+
+
+# ---------------------------------------------------------------- the researcher's own datasets
+
+OWN_TEST_SPLIT_SEED = 0  # an npz without a test split: fixed, not the replicate seed (as digits)
+
+
+def _load_own(src, data_root: Path) -> Dataset:
+    """An npz's arrays or a torchvision class's data, as the definition says, with the same
+    checks as the built-in datasets; normalisation from the definition or, computed from the
+    training split, rounded to 4 decimals (recorded in cell.json with the file's sha256)."""
+    where = f"dataset {src.name!r}"
+    try:
+        if src.npz is not None:
+            (train_x, train_y), test = _read_npz(src.npz_path(data_root), src.shape)
+            if test is None:  # held out of the training arrays, the same for every cell
+                order = torch.from_numpy(np.random.RandomState(OWN_TEST_SPLIT_SEED).permutation(len(train_y)))
+                held, kept = order[:src.test_size].sort().values, order[src.test_size:].sort().values
+                test, (train_x, train_y) = (train_x[held], train_y[held]), (train_x[kept], train_y[kept])
+        else:
+            root = Path(src.root).expanduser().absolute() if src.root else data_root
+            (train_x, train_y), test = (_read_torchvision(src.torchvision, root, t, src.shape) for t in (True, False))
+    except DatasetError:
+        raise
+    except ImportError:
+        raise
+    except Exception as e:  # whatever numpy or torchvision raise on a file they cannot use
+        raise DatasetError(f"{where}: cannot read {src.npz or src.torchvision}: {type(e).__name__}: {e}") from e
+    for split, (x, y) in (("train", (train_x, train_y)), ("test", test)):
+        if len(y) == 0 or len(x) != len(y):
+            raise DatasetError(f"{where}: the {split} split has {len(x)} images and {len(y)} labels")
+        if int(y.min()) < 0 or int(y.max()) >= src.classes:
+            raise DatasetError(f"{where}: {split} labels outside 0..{src.classes - 1} (classes: {src.classes})")
+    train_x = _u8(train_x)
+    if src.mean is not None:
+        mean, std = src.mean, src.std
+    else:
+        xf = train_x.double().transpose(0, 1).reshape(train_x.shape[1], -1)
+        mean = tuple(round(v, 4) for v in xf.mean(1).tolist())
+        std = tuple(round(v, 4) for v in xf.std(1).tolist())
+    return Dataset(src.name, train_x, train_y.to(torch.int64).contiguous(), _u8(test[0]),
+                   test[1].to(torch.int64).contiguous(), src.classes, mean, std, src.augment, src.flip)
+
+
+def _as_nchw(x: np.ndarray, chw, what: str) -> torch.Tensor:
+    layout = image_layout(x.shape, chw)
+    if x.dtype != np.uint8 or layout is None:
+        raise DatasetError(f"{what}: expected uint8 images of (C, H, W) {tuple(chw)} as (N, C, H, W), "
+                           f"(N, H, W, C) or (N, H, W), got {x.dtype} {x.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if layout == "nhwc":
+        return t.permute(0, 3, 1, 2).contiguous()
+    return t.unsqueeze(1) if layout == "nhw" else t
+
+
+def _read_npz(path: Path, chw):
+    """((train_x, train_y), (test_x, test_y) or None) from an npz."""
+    if not path.is_file():
+        raise DatasetError(f"npz {path}: no such file")
+    with np.load(path, allow_pickle=False) as z:
+        def pair(split):
+            x, y = z[f"x_{split}"], z[f"y_{split}"]
+            if not np.issubdtype(y.dtype, np.integer):
+                raise DatasetError(f"{path}: y_{split} must hold integer labels, not {y.dtype}")
+            return _as_nchw(x, chw, f"{path}: x_{split}"), torch.from_numpy(y.astype(np.int64))
+        return pair("train"), (pair("test") if "x_test" in z.files else None)
+
+
+def _read_torchvision(cls_name: str, root: Path, train: bool, chw):
+    """One split of torchvision.datasets.<cls_name> (train=True/False, or split='train'/'test'),
+    never downloaded: its in-memory arrays where it has them (MNIST-, CIFAR-like classes),
+    else every item decoded once."""
+    import torchvision.datasets as tvd  # only for the datasets it reads
+
+    cls = getattr(tvd, cls_name, None)
+    if not isinstance(cls, type):
+        raise DatasetError(f"torchvision.datasets has no dataset class {cls_name!r}")
+    try:
+        d = cls(str(root), train=train, download=False)
+    except TypeError:
+        d = cls(str(root), split="train" if train else "test", download=False)
+    data = getattr(d, "data", None)
+    labels = next((getattr(d, a) for a in ("targets", "labels") if getattr(d, a, None) is not None), None)
+    if data is None or labels is None:  # decode item by item (PIL images)
+        items = [d[i] for i in range(len(d))]
+        data = np.stack([np.asarray(img) for img, _ in items])
+        labels = [label for _, label in items]
+    x = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    return _as_nchw(x, chw, f"torchvision {cls_name}"), torch.as_tensor(np.asarray(labels), dtype=torch.int64)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -59,6 +60,15 @@ def set_determinism(device: torch.device, deterministic: bool) -> str:
     torch.backends.cudnn.deterministic = deterministic
     torch.use_deterministic_algorithms(deterministic)
     return "bf16-autocast"
+
+
+def _data_record(bm, dataset, data_root) -> dict:
+    """The normalisation the cell used and, for a researcher's npz, the file's sha256 (the
+    definition is hashed, the bytes are recorded: a changed file shows in cell.json)."""
+    out = {"mean": list(dataset.mean), "std": list(dataset.std)}
+    if bm.source is not None and bm.source.npz is not None:
+        out["npz_sha256"] = hashlib.file_digest(bm.source.npz_path(data_root).open("rb"), "sha256").hexdigest()
+    return out
 
 
 def _git_revision() -> str | None:
@@ -139,7 +149,7 @@ def _run(cell: Cell, device: str | None) -> Path:
     dev = resolve_device(device or cell.study.device)
     precision = set_determinism(dev, cell.study.deterministic)
     # Everything that can fail on bad input happens before the cell folder is touched.
-    dataset = load_dataset(bm.dataset, cell.study.data_root)
+    dataset = load_dataset(bm.dataset, cell.study.data_root, source=bm.source)
     splits = make_splits(dataset, val_size=bm.data.val_size, noise=cell.noise, noise_mode=cell.study.noise_mode,
                          seed=cell.seed, augment=bm.data.augment, device=dev)
     removed = None
@@ -189,6 +199,7 @@ def _run(cell: Cell, device: str | None) -> Path:
         "cell_hash": cell.hash, "key": cell.key, "hparams": cell.hparams(), "study": cell.study.name,
         "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
+        "data": _data_record(bm, dataset, cell.study.data_root),
         "continued_from": None if prefix is None else {"cell": prefix.relpath, "cell_hash": prefix.hash},
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "machine": provenance.describe_machine(torch.get_num_threads(),

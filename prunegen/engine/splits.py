@@ -63,5 +63,5 @@ def make_splits(dataset, *, val_size: int, noise: float, noise_mode: str, seed: 
         val=split("val", dataset.train_x[val_idx], dataset.train_y[val_idx], dataset.train_y[val_idx], val_idx),
         test=split("test", dataset.test_x, dataset.test_y, dataset.test_y, test_index),
         num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std,
-        augment=augment, flip=dataset.name != "svhn",  # digits on house numbers are not mirror-symmetric
+        augment=augment, flip=dataset.mirrorable,  # digits on house numbers are not mirror-symmetric
     )

@@ -86,7 +86,7 @@ def width(cell: Cell) -> int:
 @functools.lru_cache(maxsize=None)
 def _width(study: Study, benchmark: str, level: int) -> int:
     bm = study.benchmarks[benchmark]
-    input_shape, num_classes = shapes.DATASET_SHAPES[bm.dataset]
+    input_shape, num_classes = bm.shape_and_classes()
     return shapes.downscaled_width(bm.model, input_shape, num_classes, bm.prune.ignore, bm.prune.fraction, level)[0]
 
 

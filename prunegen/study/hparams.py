@@ -103,6 +103,14 @@ class Benchmark:
     train: Train = _help("training of one cycle")
     prune: Prune = _help("pruning")
     resources: Resources = _help("what one cell job needs (not part of the hash)")
+    source: Any = None  # a dataset of the researcher's own: its study.datasets.DatasetSource
+    sizes: tuple[int, int] | None = None  # (training, test) examples, where known without the data
+
+    def shape_and_classes(self) -> tuple[tuple[int, int, int], int]:
+        """(C, H, W) and classes of the benchmark's dataset, built-in or the researcher's."""
+        if self.source is not None:
+            return self.source.shape, self.source.classes
+        return shapes.DATASET_SHAPES[self.dataset]
 
     def read_by(self, base: str, rewinds: bool, level: int | None = None) -> "Benchmark":
         """This benchmark as a cell of built-in arm `base` (at `level`) reads it (Prune.read_by).
@@ -114,7 +122,7 @@ class Benchmark:
         give one cell, and a study's own simple fraction (0.2, 0.5) keeps its hashes."""
         prune = self.prune.read_by(base, rewinds)
         if base in DOWNSCALED_ARMS and level is not None:
-            shape, classes = shapes.DATASET_SHAPES[self.dataset]
+            shape, classes = self.shape_and_classes()
             prune = dataclasses.replace(prune, fraction=shapes.canonical_fraction(
                 self.model, shape, classes, self.prune.ignore, self.prune.fraction, level, Prune().fraction))
         return dataclasses.replace(self, prune=prune)
@@ -124,7 +132,8 @@ class Benchmark:
         reads it (read_by): resources never do; of the prune block, dense keeps its rewind
         point (it saves the weights `weight_rewind` restores) and, where they are not the
         model's default, its prunable layers (its mask, which every chain inherits)."""
-        out = {"dataset": self.dataset, "model": self.model,
+        dataset = self.dataset if self.source is None else self.source.hashed()  # the definition, not its name alone
+        out = {"dataset": dataset, "model": self.model,
                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
         prune = dataclasses.asdict(self.prune)
         if self.prune.variant != "weight_rewind":

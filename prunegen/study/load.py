@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import arm_specs, shapes
+from . import arm_specs, datasets, shapes
 from .grid import Study, StudyError
 from .hparams import Benchmark, Data, Prune, Resources, Schedule, Train
 
@@ -69,7 +69,16 @@ def resolve_model(spec: dict) -> dict:
     return {"name": name, "width": int(spec.get("width", default)), "bn_init": spec.get("bn_init", "uniform")}
 
 
-def _benchmark(name: str, raw: dict, source: str = "study") -> Benchmark:
+def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = None,
+               data_root: str = "data") -> Benchmark:
+    """One benchmark; `own`: the study's datasets of the researcher's own, by name."""
+    own = own or {}
+    if raw["dataset"] not in shapes.DATASET_SHAPES and raw["dataset"] not in own:
+        raise StudyError(f"{source}: benchmarks.{name}.dataset: {raw['dataset']!r} is neither built in "
+                         f"({', '.join(shapes.DATASET_SHAPES)}) nor defined under datasets"
+                         + (f" ({', '.join(own)})" if own else ""))
+    ds = own.get(raw["dataset"])
+    n_sizes = shapes.DATASET_SIZES[raw["dataset"]] if ds is None else datasets.sizes(ds, data_root, source)
     model = resolve_model(raw["model"])
     train_raw = dict(raw["train"])
     train_raw["schedule"] = _build(Schedule, train_raw.get("schedule"))
@@ -78,26 +87,31 @@ def _benchmark(name: str, raw: dict, source: str = "study") -> Benchmark:
     prune_raw = dict(raw.get("prune") or {})
     prune_raw.setdefault("ignore", shapes.default_ignore(model))
     data_raw = dict(raw.get("data") or {})
-    data_raw.setdefault("val_size", DEFAULT_VAL_SIZE[raw["dataset"]])
-    data_raw.setdefault("augment", raw["dataset"] in ("cifar10", "cifar100", "svhn"))
+    if ds is not None and "val_size" not in data_raw:
+        raise StudyError(f"{source}: benchmarks.{name}.data.val_size: required for dataset {ds.name!r} "
+                         "(the researcher's own: no default size)")
+    data_raw.setdefault("val_size", DEFAULT_VAL_SIZE.get(raw["dataset"]))
+    data_raw.setdefault("augment", raw["dataset"] in ("cifar10", "cifar100", "svhn") if ds is None else ds.augment)
     train, prune = _build(Train, train_raw), _build(Prune, prune_raw)
-    _check_data(name, raw["dataset"], model, data_raw["val_size"], source)
+    shape = shapes.DATASET_SHAPES[raw["dataset"]][0] if ds is None else ds.shape
+    _check_data(name, raw["dataset"], model, data_raw["val_size"], source, n_sizes, shape)
     if prune.variant == "weight_rewind" and prune.rewind_schedule and prune.rewind_epoch >= train.epochs:
         raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
-                     train=train, prune=prune, resources=_build(Resources, raw.get("resources")))
+                     train=train, prune=prune, resources=_build(Resources, raw.get("resources")),
+                     source=ds, sizes=n_sizes)
 
 
-def _check_data(name: str, dataset: str, model: dict, val_size: int, source: str) -> None:
-    """What only the data could refute, refused at load (the sizes and shapes are known
-    without loading it): a validation split that leaves no training examples, a model that
-    cannot take the dataset's inputs."""
-    n_train, _ = shapes.DATASET_SIZES[dataset]
-    if val_size >= n_train:
+def _check_data(name: str, dataset: str, model: dict, val_size: int, source: str,
+                sizes: tuple[int, int] | None, shape) -> None:
+    """What only the data could refute, refused at load (where the sizes and shapes are
+    known without loading it): a validation split that leaves no training examples, a model
+    that cannot take the dataset's inputs."""
+    if sizes is not None and val_size >= sizes[0]:
         raise StudyError(f"{source}: benchmarks.{name}.data.val_size: {val_size} leaves no training examples: "
-                         f"{dataset} has {n_train} (the validation split is held out of them)")
-    problem = shapes.input_problem(model, shapes.DATASET_SHAPES[dataset][0])
+                         f"{dataset} has {sizes[0]} (the validation split is held out of them)")
+    problem = shapes.input_problem(model, shape)
     if problem:
         raise StudyError(f"{source}: benchmarks.{name}.model: {problem} ({dataset})")
 
@@ -109,7 +123,9 @@ def _check_tie(specs: dict, benchmarks: dict[str, Benchmark], source: str) -> No
         if spec.base not in arm_specs.TIE_BASES or top is None:
             continue
         for b, bm in benchmarks.items():
-            n = shapes.DATASET_SIZES[bm.dataset][0] - bm.data.val_size
+            if bm.sizes is None:  # unknown without the data: the cell finds out
+                continue
+            n = bm.sizes[0] - bm.data.val_size
             if round(top * n) >= n:
                 raise StudyError(f"{source}: arms ({arm}).top: {top:g} removes all {n} training examples of "
                                  f"benchmark {b}")
@@ -121,7 +137,9 @@ def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> S
         arms, specs = arm_specs.parse(raw["arms"], arm_specs.ARMS)
     except ValueError as e:
         raise StudyError(f"{source}: {e}") from None
-    benchmarks = {name: _benchmark(name, b, source) for name, b in raw["benchmarks"].items()}
+    own = {name: datasets.parse(name, d, source) for name, d in (raw.get("datasets") or {}).items()}
+    benchmarks = {name: _benchmark(name, b, source, own, raw.get("data_root", "data"))
+                  for name, b in raw["benchmarks"].items()}
     _check_tie(specs, benchmarks, source)
     return Study(
         name=raw["study"], path=path,
