@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..study.shapes import RESNET_DEPTHS, base_width, mlp_hidden, model_name, vgg_plan
-from . import kernels
+from . import factories, kernels
 
 BN_INITS = ("uniform", "ones")
 
@@ -132,9 +132,12 @@ def build_model(
     num_classes: int,
     width: int | None = None,
 ) -> nn.Module:
-    """Build and initialise the model named by `spec["name"]` at integer `width`."""
-    name = model_name(spec)
+    """Build and initialise the model named by `spec["name"]` at integer `width` (a factory's
+    model: the researcher's function builds and initialises it, engine/factories.py)."""
     width = base_width(spec) if width is None else int(width)
+    if "factory" in spec:
+        return factories.build(spec, input_shape, num_classes, width)
+    name = model_name(spec)
     if width < 1:
         raise ValueError(f"model width must be >= 1, got {width}")
     c, h, w = input_shape

@@ -25,7 +25,7 @@ from ..records.lock import CellLock
 from ..study import chains
 from ..study.arm_specs import CHAIN_ARMS, TIE_BASES
 from ..study.grid import Cell, Study
-from . import arms, controls, pruning, tie
+from . import arms, controls, factories, pruning, tie
 from .checkpoints import Checkpoint, save_torch
 from .data import load_dataset
 from .parents import check_parent, parent_history, read_parent
@@ -200,6 +200,8 @@ def _run(cell: Cell, device: str | None) -> Path:
         "width": start.width, "width_ratio": start.width_ratio, "cycles_trained": start.cycles,
         "layer_density": report["layer_density"], "resumed_from": info["resumed_from"],
         "data": _data_record(bm, dataset, cell.study.data_root),
+        **({"factory": {"path": bm.model["factory"], "source_digest": factories.source_digest(bm.model["factory"])}}
+           if "factory" in bm.model else {}),
         "continued_from": None if prefix is None else {"cell": prefix.relpath, "cell_hash": prefix.hash},
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "machine": provenance.describe_machine(torch.get_num_threads(),

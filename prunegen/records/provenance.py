@@ -116,6 +116,8 @@ def label(meta: dict) -> str:
         extra = [x for x in (e.get("device"), e.get("precision")) if x]
         if e.get("deterministic") is False:
             extra.append("nondeterministic")
+        if meta.get("factory"):  # a model from the researcher's code: its version is part of the engine
+            extra.append(f"factory {meta['factory']['path']} {meta['factory']['source_digest']}")
         return f"{canonical(e['source'])} (torch {e['torch']}{''.join(', ' + x for x in extra)})"
     rev = (meta.get("git_revision") or "")[:7] or "unknown revision"
     return f"not recorded (git {rev}, torch {meta.get('versions', {}).get('torch', '?')})"

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import arm_specs, datasets, shapes
+from . import arm_specs, datasets, factories, shapes
 from .grid import Study, StudyError
 from .hparams import Benchmark, Data, Prune, Resources, Schedule, Train
 
@@ -57,6 +57,8 @@ def _build(cls, raw: dict | None, **fixed: Any):
 def resolve_model(spec: dict) -> dict:
     """The model spec with its width and BatchNorm-init defaults spelled out (they enter the
     hash). The MLP has no BatchNorm, so its spec has no bn_init (and keeps its old hashes)."""
+    if "factory" in spec:
+        return factories.resolve(spec, "model")
     name = spec["name"]
     if name == "mlp":
         if "bn_init" in spec:
@@ -79,7 +81,16 @@ def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = N
                          + (f" ({', '.join(own)})" if own else ""))
     ds = own.get(raw["dataset"])
     n_sizes = shapes.DATASET_SIZES[raw["dataset"]] if ds is None else datasets.sizes(ds, data_root, source)
-    model = resolve_model(raw["model"])
+    try:
+        model = resolve_model(raw["model"])
+    except ValueError as e:  # (StudyError too) named where it is: benchmarks.<name>.model...
+        raise StudyError(f"{source}: benchmarks.{name}.{e}") from None
+    if "factory" in model:  # imported and checked in a subprocess, once per process
+        model_shape = shapes.DATASET_SHAPES[raw["dataset"]] if ds is None else (ds.shape, ds.classes)
+        try:
+            factories.probe(model, *model_shape, where=f"{source}: benchmarks.{name}.model")
+        except ValueError as e:
+            raise StudyError(str(e)) from None
     train_raw = dict(raw["train"])
     train_raw["schedule"] = _build(Schedule, train_raw.get("schedule"))
     if train_raw["schedule"].kind != "step":

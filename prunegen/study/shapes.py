@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 
+from . import factories
+
 RESNET_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet56": 56}
 VGG_PLANS = {  # OpenLTH cifar_vgg plans; 'M' = 2x2 max-pool
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -31,6 +33,8 @@ DATASET_SIZES = {"digits": (1437, 360), "mnist": (60000, 10000), "fashion_mnist"
 
 
 def model_name(spec: dict) -> str:
+    if "factory" in spec:  # the researcher's own (study/factories.py)
+        return spec["name"]
     name = spec.get("name")
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
@@ -41,7 +45,7 @@ def input_problem(spec: dict, input_shape) -> str | None:
     """Why a model cannot take inputs of this shape (None when it can): a VGG halves the
     image at every max-pool, and an image that reaches 0 pixels has nothing left to pool."""
     name = model_name(spec)
-    if name not in VGG_PLANS:
+    if name not in VGG_PLANS or "factory" in spec:
         return None  # the MLP flattens any shape; a ResNet's strided convs and mean pool take any size
     pools = VGG_PLANS[name].count("M")
     _, h, w = input_shape
@@ -58,6 +62,8 @@ def scale(size: int, width: int, base: int) -> int:
 
 def base_width(spec: dict) -> int:
     """The full model's width (what `width=None` builds)."""
+    if "factory" in spec:
+        return int(spec["width"])
     name = model_name(spec)
     if name == "mlp":
         return int(spec.get("hidden", DEFAULT_HIDDEN)[0])
@@ -79,6 +85,8 @@ def vgg_plan(spec: dict, width: int) -> list:
 
 def weight_counts(spec: dict, input_shape, num_classes: int, width: int) -> dict[str, int]:
     """Module name -> number of weights, for every Conv2d and Linear layer of the model."""
+    if "factory" in spec:  # counted on the built model, once per process (study/factories.py)
+        return factories.probe(spec, input_shape, num_classes)["counts"][width]
     name = model_name(spec)
     c, h, w = input_shape
     out: dict[str, int] = {}
@@ -175,6 +183,9 @@ def _first(lo: int, hi: int, pred) -> int:
 
 def default_ignore(model: dict) -> tuple[str, ...]:
     """The layers a model never prunes by default: LeNet's output layer, VGG's classifier
-    (OpenLTH's pruning_layers_to_ignore); a ResNet prunes every conv and linear weight."""
+    (OpenLTH's pruning_layers_to_ignore); a ResNet prunes every conv and linear weight; a
+    factory's model, all but its `prunegen_ignore`."""
+    if "factory" in model:
+        return factories.default_ignore(model)
     name = model_name(model)
     return ("output",) if name == "mlp" else ("classifier",) if name.startswith("vgg") else ()
