@@ -364,6 +364,16 @@ def test_figures_keep_bounded_intervals_in_range_and_draw_each_seed(study, table
     assert sum(len(r["values"]) for r in seeds) >= len(tables["summary"])  # every cell's own value
 
 
+def test_a_page_on_part_of_its_study_says_how_much_is_there(study, tables):
+    summary = tables["summary"]
+    assert claims_page.completeness(study, summary) == []  # all 44 cells: nothing to say
+    part = summary[~((summary["arm"] == "imp") & (summary["seed"] == 1))]
+    text = " ".join(claims_page.completeness(study, part))
+    missing = len(summary) - len(part)
+    assert missing > 0 and f"**Incomplete: {len(part)} of {len(summary)} cells** (`digits-mlp`: {len(part)} of " \
+        f"{len(summary)})" in text
+
+
 def test_results_page_regenerates_byte_for_byte_from_its_own_tables(study, tables, tmp_path):
 
     paths, path = _page(study, tables, tmp_path)
@@ -387,7 +397,7 @@ def test_results_without_tables_is_one_error_naming_the_file(study, tmp_path, ca
     assert not (tmp_path / "page.md").exists()
 
 
-STUDY_OF_THE_PAGE = ("mnist", "workflow/studies/mnist.yaml")  # (study name, file) behind docs/results.md
+STUDY_OF_THE_PAGE = ("lenet40", "workflow/studies/lenet40.yaml")  # (study name, file) behind docs/results.md
 
 
 def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
@@ -431,8 +441,11 @@ def test_the_committed_results_page_is_what_its_committed_tables_give(tmp_path):
             dense = row(head, benchmark=b, noise=noise, arm="dense", level=0)
             assert f"| {noise:g} | {markdown.with_ci(dense, 'test_error')} |" in section
     compute = pd.read_parquet(tables / "compute.parquet").iloc[0]
-    assert compute["cells"] == len(study.cells())
+    assert compute["cells"] == len(summary)
     assert f"{compute['cells']} cells, {compute['epochs']} training epochs" in text
+    # a page on part of its study says so, with the counts, before any verdict
+    incomplete = f"**Incomplete: {len(summary)} of {len(study.cells())} cells**"
+    assert (incomplete in text.split("## Verdicts")[0]) == (len(summary) < len(study.cells()))
 
 
 def test_the_readme_verdict_table_has_one_row_per_benchmark_and_claim_as_the_page():

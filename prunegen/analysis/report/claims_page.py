@@ -406,6 +406,20 @@ def two_regimes(study: Study, tables: dict[str, pd.DataFrame], verdicts: pd.Data
     return out
 
 
+def completeness(study: Study, summary: pd.DataFrame) -> list[str]:
+    """A paragraph when the tables hold fewer cells than the study plans: how many, per
+    benchmark, and that verdicts rest on the cells there are (none when all are there)."""
+    planned = pd.Series([c.benchmark.name for c in study.cells()]).value_counts()
+    have = summary["benchmark"].value_counts()
+    if all(have.get(b, 0) >= n for b, n in planned.items()):
+        return []
+    parts = "; ".join(f"`{b}`: {have.get(b, 0)} of {n}" for b, n in sorted(planned.items()))
+    return [f"**Incomplete: {int(have.sum())} of {int(planned.sum())} cells** ({parts}). A benchmark's "
+            "verdicts rest on the cells it has: where seeds or levels are missing, a place has fewer seeds or "
+            "none, and says so. The study is incremental: its run continues, and this page is regenerated "
+            "when it ends.", ""]
+
+
 def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source: str) -> list[Path]:
     """Judge the claims on the tables in `tables_dir` (writing `verdicts.parquet` there) and
     write the page and its figures; returns what was written."""
@@ -437,6 +451,7 @@ def render(study: Study, page: Path, tables_dir: Path, figures_dir: Path, source
         f"{study.levels}; label noise {', '.join(f'{f:g}' for f in study.noise)} ({study.noise_mode}); seeds "
         f"{', '.join(str(s) for s in study.seeds)}. Each benchmark is judged on its own. Regime: {regime}.",
         "",
+        *completeness(study, tables["summary"]),
         "Every number below is a cell of the tables in "
         f"[`{rel(tables_dir)}/`]({rel(tables_dir)}/) (copies of the study's merged tables, and the verdict "
         "records judged from them), except the figures quoted for the paper, which are labelled.",
