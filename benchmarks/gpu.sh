@@ -20,6 +20,7 @@
 #   determinism  what deterministic algorithms cost per step (the default stays on if small),
 #                and that two deterministic runs give identical weights
 #   pack         aggregate images/s with k cells per GPU (k = 1..12): how many cells to pack
+#   pack-mps     the same under CUDA MPS (where the node has it): whether packing needs MPS
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/out}
@@ -52,11 +53,18 @@ PY
 if [ "$device" = cuda ]; then
   phase env 30 "." bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; \
     $py -c \"import torch; print('torch', torch.__version__, torch.cuda.get_device_name())\""
-  phase tests 150 "passed|failed|error" "$py" -m pytest -q -p no:cacheprovider -rs tests/engine/test_data.py \
+  phase tests 120 "passed|failed|error" "$py" -m pytest -q -p no:cacheprovider -rs tests/engine/test_data.py \
     tests/engine/test_cell.py tests/engine/test_device_parity.py tests/engine/test_stopping.py -k "cuda or plan or signal"
-  phase train 150 "->" "$py" benchmarks/train.py --device cuda --repeats 3
-  phase determinism 90 "deterministic x" "$py" benchmarks/determinism.py --device cuda --steps 50 --repeats 3
-  phase pack 150 "k=" "$py" benchmarks/pack.py --device cuda --ks 1,2,4,8,12 --repeats 1
+  phase train 120 "->" "$py" benchmarks/train.py --device cuda --repeats 3
+  phase determinism 60 "deterministic x" "$py" benchmarks/determinism.py --device cuda --steps 50 --repeats 3
+  phase pack 110 "k=" "$py" benchmarks/pack.py --device cuda --ks 1,2,4,8,12 --repeats 1
+  # the same with CUDA MPS (one daemon for the GPU, started and stopped here), where the node has it
+  if command -v nvidia-cuda-mps-control >/dev/null; then
+    phase pack-mps 110 "k=" bash -c "export CUDA_MPS_PIPE_DIRECTORY=/tmp/prunegen-mps CUDA_MPS_LOG_DIRECTORY=/tmp/prunegen-mps-log; \
+      mkdir -p \$CUDA_MPS_PIPE_DIRECTORY \$CUDA_MPS_LOG_DIRECTORY && nvidia-cuda-mps-control -d && \
+      trap 'echo quit | nvidia-cuda-mps-control' EXIT && \
+      $py benchmarks/pack.py --device cuda --ks 1,2,4,8,12 --repeats 1 --out pack-mps.json"
+  fi
 else  # the CPU form: every phase's script, as small as it runs
   phase env 30 "." "$py" -c "import torch, platform; print('torch', torch.__version__, platform.processor() or 'cpu')"
   phase tests 300 "passed|failed|error" "$py" -m pytest -q -p no:cacheprovider -rs tests/engine/test_device_parity.py \
@@ -66,5 +74,6 @@ else  # the CPU form: every phase's script, as small as it runs
     --cases lenet300-mnist
   phase pack 300 "k=" "$py" benchmarks/pack.py --device cpu --ks 1,2 --cases lenet300-mnist --steps 5 --repeats 1
 fi
-cp benchmarks/out/train-$device.json benchmarks/out/determinism-$device.json benchmarks/out/pack.json "$out/" 2>/dev/null || true
+cp benchmarks/out/train-$device.json benchmarks/out/determinism-$device.json benchmarks/out/pack.json \
+  benchmarks/out/pack-mps.json "$out/" 2>/dev/null || true
 exit $status

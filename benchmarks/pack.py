@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="timed steps per process (default: per case and device)")
     ap.add_argument("--warmup", type=int, help="warm-up steps per process (default: steps / 5, at least 2)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="pack.json", help="file name in benchmarks/out (default: %(default)s)")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     info = {"device": args.device, "cpus": os.cpu_count(), "torch": torch.__version__, "batch_size": BATCH,
@@ -140,7 +141,8 @@ def main() -> None:
         results["cases"][name] = {"steps": steps, "warmup": warmup, "rows": rows}
     out = REPO / "benchmarks/out"
     out.mkdir(exist_ok=True)
-    (out / "pack.json").write_text(json.dumps(results, indent=2) + "\n")
+    results["info"]["mps"] = bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY"))  # gpu.sh's MPS phase sets it
+    (out / args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
