@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import sys
 
 import torch
@@ -33,6 +34,8 @@ class FactoryError(Exception):
 
 def load(path: str):
     module_name, _, attr = path.partition(":")
+    if os.getcwd() not in sys.path:  # the working directory is searched, as the study's probe searches it
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as e:

@@ -115,7 +115,7 @@ def _long_study(tmp_path, name, every_s):
     raw = yaml.safe_load(SMOKE.read_text())
     bm = raw["benchmarks"]["digits-mlp"]
     bm["model"]["hidden"] = [256, 128]
-    bm["train"] |= {"epochs": 10, "batch_size": 8}  # 180 steps an epoch: a signal lands in one
+    bm["train"] |= {"epochs": 6, "batch_size": 8}  # 180 steps an epoch: a signal lands in one
     raw |= {"results_root": str(tmp_path / name), "checkpoint_every_s": every_s}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -133,7 +133,7 @@ def test_run_cell_stops_at_a_signal_with_its_checkpoint_and_resumes_to_the_same_
     lines = []
     for line in proc.stderr:  # until training is under way
         lines.append(line)
-        if "epoch 2/10" in line:
+        if "epoch 2/6" in line:
             break
     assert proc.poll() is None, "".join(lines)
     assert not (cell_dir / "checkpoint.pt").exists()  # every 3600 s: none yet
@@ -142,7 +142,7 @@ def test_run_cell_stops_at_a_signal_with_its_checkpoint_and_resumes_to_the_same_
     assert proc.wait(timeout=60) == 128 + sig, rest
     assert f"stopped by {signal.Signals(sig).name}" in rest and "run the cell again to resume it" in rest
     state = torch.load(cell_dir / "checkpoint.pt", weights_only=True)
-    assert 2 <= state["epoch"] < 10 and not (cell_dir / "cell.json").exists()
+    assert 2 <= state["epoch"] < 6 and not (cell_dir / "cell.json").exists()
 
     subprocess.run(_run_cell_cmd(stopped_path), check=True, capture_output=True)
     meta = json.loads((cell_dir / "cell.json").read_text())
