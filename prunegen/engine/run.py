@@ -67,7 +67,8 @@ def _data_record(bm, dataset, data_root) -> dict:
     definition is hashed, the bytes are recorded: a changed file shows in cell.json)."""
     out = {"mean": list(dataset.mean), "std": list(dataset.std)}
     if bm.source is not None and bm.source.npz is not None:
-        out["npz_sha256"] = hashlib.file_digest(bm.source.npz_path(data_root).open("rb"), "sha256").hexdigest()
+        with bm.source.npz_path(data_root).open("rb") as f:
+            out["npz_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     return out
 
 

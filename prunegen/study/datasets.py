@@ -86,11 +86,9 @@ def npz_arrays(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
                 head = f.read(10)
                 if head[:6] != b"\x93NUMPY":
                     raise ValueError(f"{member} is not a .npy array")
-                if head[6] == 1:
-                    (n,), rest = struct.unpack("<H", head[8:10]), b""
-                else:
-                    n, rest = struct.unpack("<I", head[8:10] + f.read(2))[0], b""
-                header = ast.literal_eval((rest + f.read(n)).decode("latin1"))
+                # the header's length: 2 bytes in format 1.0, 4 from 2.0 on
+                n = struct.unpack("<H", head[8:10])[0] if head[6] == 1 else struct.unpack("<I", head[8:10] + f.read(2))[0]
+                header = ast.literal_eval(f.read(n).decode("latin1"))
             out[member[:-4]] = (header["descr"], tuple(header["shape"]))
     return out
 

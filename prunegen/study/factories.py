@@ -12,9 +12,6 @@ import subprocess
 import sys
 
 
-PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
-
-
 def resolve(raw: dict, where: str) -> dict:
     """{factory, name (the function's), width, options}: the options are every other key."""
     if "width" not in raw:
@@ -30,8 +27,11 @@ def probe(spec: dict, input_shape, num_classes: int, where: str = "model") -> di
     `where`.factory when the factory cannot be imported or breaks the contract (the loader
     makes it a StudyError; this module sits below grid.py, which defines that)."""
     key = json.dumps(spec, sort_keys=True)
-    result = _probe(json.dumps({"spec": spec, "input_shape": list(input_shape), "num_classes": num_classes},
-                               sort_keys=True), where)
+    try:  # one probe per (spec, shape, classes): the loader's and the width search's are the same
+        result = _probe(json.dumps({"spec": spec, "input_shape": list(input_shape), "num_classes": num_classes},
+                                   sort_keys=True))
+    except ValueError as e:
+        raise ValueError(f"{where}.factory: {e}") from None
     _IGNORE[key] = tuple(result["ignore"])
     return result
 
@@ -40,14 +40,14 @@ _IGNORE: dict[str, tuple[str, ...]] = {}  # spec -> the layers its model leaves 
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(request: str, where: str) -> dict:
+def _probe(request: str) -> dict:
     # cwd on the path, as `python -m` has it: a lab's package beside the study imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, "-m", "prunegen.engine.factories", request],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
-        raise ValueError(f"{where}.factory: {reason}")
+        raise ValueError(reason)
     result = json.loads(out.stdout)
     result["counts"] = {int(w): c for w, c in result["counts"].items()}
     return result
