@@ -5,6 +5,7 @@
     snakemake --profile profiles/slurm --config study=workflow/studies/paper.yaml
     snakemake --report results/demo/report.html                      # figures + captions
     snakemake --cores 2 --config select="arm=imp noise=0.1"          # a slice: those cells + their parents
+    snakemake --cores 2 --config warm=false                          # each cell in a process of its own
 
 Every (benchmark, arm, level, noise, seed) cell is one job; the logic lives in
 prunegen.cluster.dag, the science in prunegen (docs/design.md).
@@ -12,10 +13,10 @@ prunegen.cluster.dag, the science in prunegen (docs/design.md).
 
 import sys
 
-from prunegen.cluster import dag
+from prunegen.cluster import dag, pool
 from prunegen.records import layout
 
-STUDY_FILE = config.get("study", "workflow/studies/demo.yaml")
+STUDY_FILE = config.get("study", dag.DEFAULT_STUDY)
 STUDY = dag.load(STUDY_FILE, config.get("results_root"), config.get("data_root"), config.get("set"))
 ROOT = str(STUDY.root)
 # The engine runs under the interpreter that runs Snakemake, wherever the job lands.
@@ -41,6 +42,17 @@ else:
     if workflow.is_main_process:  # the study as this run reads it, beside its results
         dag.write_resolved(STUDY)
     dag.set_aside_all(CORRUPT)
+
+# Locally, cells run in warm processes (torch imported and data loaded once per process,
+# not per cell: prunegen.cluster.pool); --config warm=false runs each in its own process.
+onstart:
+    pool.start_local(workflow, config)
+
+onsuccess:
+    pool.close_local()
+
+onerror:
+    pool.close_local()
 
 wildcard_constraints:
     **dag.WILDCARD_CONSTRAINTS,

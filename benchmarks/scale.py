@@ -5,6 +5,7 @@ on the test cluster of tests/slurm, then `merge`.
     bash tests/slurm/start.sh                     # the test cluster (accounting on)
     .venv/bin/python benchmarks/scale.py          # 1,000 cells
     .venv/bin/python benchmarks/scale.py --cells 12 --jobs 12   # what tests/slurm runs
+    .venv/bin/python benchmarks/scale.py --cells 200 --workers 8 --compare   # warm workers vs one job per cell
 
 Reported (printed, and as JSON in benchmarks/out/scale-<N>.json):
 
@@ -17,7 +18,11 @@ Reported (printed, and as JSON in benchmarks/out/scale-<N>.json):
   and everything it ran (sbatch, sacct, squeue, ...), less that of a dry run of the same
   study (parsing the Snakefile and building the DAG), divided by the number of jobs;
 - Snakemake's peak memory (max RSS of the Snakemake process, from getrusage), and the
-  dry run's, for comparison.
+  dry run's, for comparison;
+- with `--workers N` (the profile's prunegen-workers; default 0, one SLURM job per cell):
+  cells per SLURM job (cells over the jobs that ran cells, from sacct), and with
+  `--compare` the same study run both ways, one after the other, and the ratio of their
+  wall times.
 
 The jobs themselves run under slurmd, not under Snakemake, so none of their CPU time or
 memory is counted above. The test cluster is one node with this machine's CPUs: the wall
@@ -114,7 +119,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--timeout-s", type=float, default=6 * 3600)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
+    ap.add_argument("--workers", type=int, default=0, help="--prunegen-workers (0: one SLURM job per cell)")
+    ap.add_argument("--compare", action="store_true", help="run with --workers 0 first, then --workers N, "
+                    "and report both and the ratio of their wall times")
     a = ap.parse_args(argv)
+    if a.compare:
+        if a.workers <= 0:
+            raise SystemExit("--compare needs --workers N > 0")
+        rest = [x for x in (argv if argv is not None else sys.argv[1:]) if x != "--compare"]
+        one = main(rest + ["--workers", "0"])
+        warm = main(rest + ["--workers", str(a.workers)])
+        res = {"one_job_per_cell": one, "workers": warm, "wall_ratio": warm["wall_s"] / one["wall_s"],
+               "cells_per_job": {"one_job_per_cell": one["cells_per_job"], "workers": warm["cells_per_job"]}}
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"scale-{a.cells}-compare.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(f"scale, {a.cells} cells: one job per cell {one['wall_s']:.0f} s ({one['cells_per_job']:.1f} cells/job); "
+              f"{a.workers} workers {warm['wall_s']:.0f} s ({warm['cells_per_job']:.1f} cells/job): "
+              f"x{res['wall_ratio']:.2f} the wall time")
+        return res
     n, jobs = a.cells, a.jobs or a.cells
 
     work = Path(tempfile.mkdtemp(prefix=f"prunegen-scale-{n}-"))
@@ -124,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     make_shim(bindir, calls_log)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     base = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--snakefile", str(REPO / "Snakefile"),
-            "-d", str(work), "--jobs", str(jobs), "merge", "--config", f"study={study_file}",
+            "-d", str(work), "--jobs", str(jobs), "--prunegen-workers", str(a.workers), "merge", "--config", f"study={study_file}",
             f"results_root={work}/results"]
     if a.poll_s is not None:
         base[3:3] = ["--seconds-between-status-checks", str(a.poll_s)]
@@ -148,6 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
     n_jobs = slurm_side["jobs"] or n + 1
     res = {
         "cells": n, "snakemake_jobs_option": jobs, "cells_complete": cells_done, "slurm_jobs": slurm_side["jobs"],
+        "workers": a.workers,
+        # every SLURM job but merge ran cells (cell jobs, or worker jobs)
+        "cells_per_job": cells_done / max(1, slurm_side["jobs"] - 1),
+        "worker_report": (w.group(0) if (w := re.search(r"\d+ cell\(s\) in \d+ worker job\(s\) \([\d.]+ cells per job\)", out))
+                          else None),
         "slurm_job_states": slurm_side["states"],
         "sbatch_calls": count["sbatch"], "status_calls": {k: count[k] for k in ("sacct", "squeue")} | {
             "scontrol (status)": count["scontrol"] - count["scontrol show partition"]},
@@ -162,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         "node_cpus": os.cpu_count(),
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"scale-{n}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (a.out / f"scale-{n}{'-workers' if a.workers else ''}.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+
+QUEUE_ENV = "PRUNEGEN_WARM"  # prunegen.cluster.queue.ENV: set, run-cell sends its cell to warm processes
 
 
 def _study_arg(p: argparse.ArgumentParser) -> None:
@@ -42,15 +46,26 @@ def cmd_run_cell(args) -> None:
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 
-    allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
-    stopping.install()  # SIGTERM, SIGUSR2: checkpoint at the next step and stop
+    if args.on_cell is None:  # a process of its own (a warm worker sets both up once)
+        allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
+        stopping.install()  # SIGTERM, SIGUSR2: checkpoint at the next step and stop
     study = _load(args)
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
+    if args.on_cell is None:  # its cost is the job's (Snakemake's benchmark file), not a warm process's
+        layout.warm_json(study.root, cell.relpath).unlink(missing_ok=True)
     # GPU samples only for a cell that trains (a complete one is skipped and keeps its own)
     device = None if store.is_complete(cell.dir, cell.hash) else resolve_device(args.device or study.device)
     with gpu_sampler(layout.gpu_json(study.root, cell.relpath), device):
         path = run_cell(study, args.benchmark, args.arm, args.level, args.noise, args.seed, device=args.device)
+    if args.on_cell is not None:
+        args.on_cell(study, cell)
     print(path)
+
+
+def cmd_worker(args) -> None:
+    from .cluster import worker  # the warm process: it runs the engine, cell after cell
+
+    raise SystemExit(worker.serve(args, run=main))
 
 
 def cmd_merge(args) -> None:
@@ -114,7 +129,8 @@ def cmd_plan(args) -> None:
     print(json.dumps(p, indent=2) if args.json else format_plan(p), end="\n" if args.json else "")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, on_cell=None) -> int:
+    """`on_cell(study, cell)`: called after a run-cell in this process (a warm worker's hook)."""
     parser = argparse.ArgumentParser(prog="prunegen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -155,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                            ".snakemake/submitit holds the runs' job lists (default: the current one)")
     _select_arg(p)  # status
 
+    p = sub.add_parser("worker", help="a warm process: run cell after cell from a queue folder (started by "
+                                      "a local run's pool or a SLURM worker job; prunegen.cluster.worker)")
+    p.add_argument("--queue", required=True, help="the queue folder")
+    p.add_argument("--name", help="this worker's name in the queue (default: its SLURM job, or host-pid)")
+    p.add_argument("--idle-s", type=float, default=120.0, help="exit after this long without a cell")
+    p.add_argument("--parent", type=int, help="exit when this process (the local run) is gone")
+    p.set_defaults(func=cmd_worker)
+
     p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "
                                     "benchmark and arm, before submitting (writes nothing, but --calibrate)")
     _study_arg(p)
@@ -186,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_results)
 
     args = parser.parse_args(argv)
+    args.on_cell = on_cell
+    warm = os.environ.get(QUEUE_ENV)
+    if args.command == "run-cell" and warm and on_cell is None:
+        # a warm process runs the cell (prunegen.cluster.worker); this one only waits: no torch here
+        from .cluster.queue import run_through
+
+        return run_through(warm, list(sys.argv[1:] if argv is None else argv),
+                           threads=int(os.environ.get("OMP_NUM_THREADS") or 1))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     # The errors a command reports in one line; imported per command, since the engine's

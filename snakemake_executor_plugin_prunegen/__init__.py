@@ -50,10 +50,12 @@ from snakemake_interface_executor_plugins.settings import (
     ExecutorSettingsBase,
 )
 
-from prunegen.cluster import joblog
+from prunegen.cluster import dag, joblog
+from prunegen.cluster import queue as slurm_queue
 from prunegen.cluster.slurm import request as slurm_request
 from prunegen.cluster.slurm import status as slurm_status
 from prunegen.cluster.slurm import submit as slurm_submit
+from prunegen.cluster.slurm import workers as slurm_workers
 from prunegen.cluster.slurm.job import ShellJob
 
 from . import requests
@@ -109,6 +111,15 @@ class ExecutorSettings(ExecutorSettingsBase):
     max_array_size: int = _setting(
         1000, "Largest array one sbatch submits (keep it below the cluster's MaxArraySize); "
               "more ready jobs with the same request go in several arrays.")
+    workers: int = _setting(
+        0, "Run cells in warm worker jobs: at most this many SLURM jobs at once, each running "
+           "cell after cell from a queue in the run's folder (torch, data and CUDA context loaded "
+           "once per job; prunegen.cluster.slurm.workers). 0: one SLURM job per cell.")
+    worker_idle_s: int = _setting(
+        60, "A worker job exits after this many seconds without a cell to run.")
+    worker_runtime: Optional[int] = _setting(
+        None, "Time limit of a worker job in minutes (at least its cells' runtime; capped at the "
+              "partition's MaxTime). At the limit it checkpoints its cell, which another worker resumes.")
     array_parallelism: Optional[int] = _setting(
         None, "At most this many tasks of one array run at once (sbatch --array=...%%N); "
               "default: no limit beyond the --jobs limit.")
@@ -146,6 +157,10 @@ class Executor(RemoteExecutor):
         self.sbatch_calls = 0
         self.jobs_submitted = 0
         self._job_cores: Optional[int] = None
+        self.pools = slurm_workers.Pools(self.folder, max(0, int(s.workers or 0)), idle_s=s.worker_idle_s,
+                                         runtime_min=s.worker_runtime)
+        self._claims_logged: set = set()
+        self._worker_states: Dict[str, str] = {}  # worker job -> its state at the last poll
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
                          f"(cancel this run's jobs: scancel --name={self.job_name}), files in {self.folder}")
 
@@ -184,7 +199,15 @@ class Executor(RemoteExecutor):
             self.run_job_pre(job)
         self._submit(jobs)
 
+    def _warm(self, job: JobExecutorInterface) -> bool:
+        """A cell job that a worker job runs (rather than a SLURM job of its own)."""
+        return self.pools.max_workers > 0 and not job.is_group() and job.rule.name == "cell"
+
     def _submit(self, jobs: List[JobExecutorInterface]):
+        warm = [j for j in jobs if self._warm(j)]
+        if warm:
+            self._queue_cells(warm)
+            jobs = [j for j in jobs if not self._warm(j)]
         batches: Dict[object, List[JobExecutorInterface]] = defaultdict(list)
         for job in jobs:
             try:
@@ -236,6 +259,99 @@ class Executor(RemoteExecutor):
                     aux={"stdout": str(sub.stdout), "stderr": str(sub.stderr), "request": request,
                          "label": sj.label}))
 
+    # ---------------------------------------------------------------- warm workers
+    def _queue_cells(self, jobs: List[JobExecutorInterface]) -> None:
+        """Queue each cell for the worker jobs of its request, and start workers for them."""
+        config = self.workflow.config
+        for job in jobs:
+            try:
+                request = self.request(job)
+                task = {"argv": dag.cell_argv(config, job.wildcards), "threads": request.cpus,
+                        "log": str((self.workdir / str(job.log[0])).absolute()) if job.log else None,
+                        "label": requests.label(job), "dirs": requests.progress_dirs(job),
+                        "benchmark": str((self.workdir / str(job.benchmark)).absolute()) if job.benchmark else None}
+                pool, tid = self.pools.put(request, task)
+            except Exception as e:  # a bad resource value: this cell fails, the rest go on
+                self.report_job_error(SubmittedJobInfo(job), msg=f"cannot queue the cell: {e}. ")
+                continue
+            self.report_job_submission(SubmittedJobInfo(
+                job, external_jobid=f"queued:{tid}",
+                aux={"task": tid, "queue": str(pool.queue.root), "label": task["label"], "dirs": task["dirs"]}))
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        s = self.settings
+        for pool, n in self.pools.to_start():
+            request = self.pools.worker_request(pool)
+            request = dataclasses.replace(request, runtime_min=self._capped(request))
+            shell_jobs = [ShellJob(self.pools.command(pool), self.workdir, label="prunegen worker",
+                                   time_limit_min=request.runtime_min) for _ in range(n)]
+            try:
+                executor = slurm_submit.make_executor(self.folder, request, max_num_timeout=1_000_000,
+                                                      signal_delay_s=s.signal_delay_s, array_parallelism=n)
+            except Exception as e:
+                self.logger.error(f"prunegen executor: cannot start worker jobs: {e}")
+                continue
+            got = slurm_submit.submit_with_backoff(executor, shell_jobs, budget_s=s.submit_retry_s)
+            self.sbatch_calls += got.sbatch_calls
+            for _, why in got.failed[:1]:
+                self.logger.error(f"prunegen executor: sbatch refused {len(got.failed)} worker job(s): {why.strip()}")
+            jobs = [slurm_workers.WorkerJob(sub.job_id, pool, str(sub.stdout), str(sub.stderr))
+                    for _, sub in got.submitted]
+            self.pools.started(pool, jobs)
+            for sj, sub in got.submitted:
+                self.watcher.register(sub.job_id, sub.result)
+            if jobs:
+                self._record_jobs(got.submitted)
+                self.logger.info(f"Started {len(jobs)} worker job(s) ({', '.join(j.job_id for j in jobs)}) for "
+                                 f"{len(pool.queue.todo())} queued cell(s): {request.cpus} CPU, {request.gpus} GPU, "
+                                 f"{request.mem_mb} MB, {request.runtime_min} min, partition "
+                                 f"{request.partition or 'default'}.")
+
+    def _capped(self, request) -> Optional[int]:
+        cap = self.max_minutes(request.partition)
+        return min(request.runtime_min, cap) if cap and request.runtime_min else request.runtime_min
+
+    def _check_cells(self, infos: List[SubmittedJobInfo], statuses) -> List[SubmittedJobInfo]:
+        """Report the queued cells that are done; return those still active."""
+        for wid in self.pools.worker_ids():  # worker jobs that are over: their cells back, or failed
+            st = statuses.get(wid)
+            if st is not None:
+                self._worker_states[wid] = st.state
+            if st is not None and st.done:
+                self.watcher.forget(wid)
+                for pool, tid in self.pools.ended(wid, st.state, st.outcome == "success"):
+                    self.logger.error(f"prunegen executor: {pool.queue.result(tid).get('error')}")
+        claimed = {}
+        for pool in self.pools.pools.values():
+            for worker, ids in pool.queue.claims().items():
+                for tid in ids:
+                    claimed[tid] = (pool, worker.removeprefix("slurm-"))
+        active = []
+        for info in infos:
+            aux = info.aux or {}
+            tid = aux["task"]
+            queue = slurm_queue.Queue(aux["queue"])
+            result = queue.result(tid)
+            if tid in claimed and (tid, claimed[tid][1]) not in self._claims_logged:
+                self._claims_logged.add((tid, claimed[tid][1]))
+                worker = claimed[tid][0].workers.get(claimed[tid][1])
+                joblog.append(self.folder, [{"job_id": claimed[tid][1], "label": aux.get("label", ""),
+                                             "dirs": aux.get("dirs", []), "stdout": worker.stdout if worker else "",
+                                             "stderr": worker.stderr if worker else ""}])
+            if result is None:
+                active.append(info)
+            elif int(result.get("rc", 1)) == 0:
+                self.pools.cells_done += 1
+                self.report_job_success(info)
+            else:
+                self.report_job_error(info, msg=(
+                    f"{aux.get('label')} failed in worker job {str(result.get('worker', '')).removeprefix('slurm-')} "
+                    f"(exit {result.get('rc')}): {result.get('error')}\nrule log: "
+                    + ", ".join(str(f) for f in (info.job.log or [])) + "\n"))
+        self._start_workers()
+        return active
+
     def _record_jobs(self, submitted) -> None:
         """Append the batch to the run's ``jobs.jsonl`` (prunegen.cluster.joblog)."""
         joblog.append(self.folder, [{"job_id": sub.job_id, "label": sj.label, "dirs": sj.progress_dirs,
@@ -261,16 +377,20 @@ class Executor(RemoteExecutor):
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             return
+        cells = [j for j in active_jobs if (j.aux or {}).get("task")]
+        active_jobs = [j for j in active_jobs if not (j.aux or {}).get("task")]
         before = dict(self.watcher.queries)
         async with self.status_rate_limiter:
-            statuses = self.watcher.poll([j.external_jobid for j in active_jobs])
+            statuses = self.watcher.poll([j.external_jobid for j in active_jobs] + self.pools.worker_ids())
+        for info in self._check_cells(cells, statuses):
+            yield info
         spent = {k: v - before.get(k, 0) for k, v in self.watcher.queries.items() if v != before.get(k, 0)}
         # the next poll: sooner after a change, later while nothing changes
         states = {j: st.state for j, st in statuses.items()}
         changed = any(self._last_states.get(j) != v for j, v in states.items()) or \
             any(j not in states for j in self._last_states)
         self._last_states = states
-        self.next_seconds_between_status_checks = (self.schedule.changed() if changed
+        self.next_seconds_between_status_checks = (self.schedule.changed() if changed or cells
                                                    else self.schedule.unchanged())
         self.logger.debug(f"prunegen status poll {self.watcher.polls}: {len(active_jobs)} active jobs, "
                           f"queries {spent}; next poll in {self.next_seconds_between_status_checks:.0f} s")
@@ -337,6 +457,12 @@ class Executor(RemoteExecutor):
 
     def shutdown(self):
         super().shutdown()
+        if self.pools.pools:
+            self.pools.stop()  # running workers exit now, not after --prunegen-worker-idle-s
+            pending = [w for w in self.pools.worker_ids() if self._worker_states.get(w, "PENDING") == "PENDING"]
+            if pending:  # never started: nothing left for them to do
+                slurm_submit.cancel(pending)
+            self.logger.info(f"prunegen executor: {self.pools.summary(self.pools.ran())}")
         if self.sbatch_calls:
             self.logger.info(
                 f"prunegen executor: {self.jobs_submitted} job(s) in {self.sbatch_calls} sbatch call(s); "
@@ -345,7 +471,12 @@ class Executor(RemoteExecutor):
 
     # ---------------------------------------------------------------- cancel
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
-        ids = [j.external_jobid for j in active_jobs if j.external_jobid]
+        self.pools.stop()
+        for j in active_jobs:
+            if (j.aux or {}).get("task"):
+                slurm_queue.Queue(j.aux["queue"]).withdraw(j.aux["task"])
+        ids = [j.external_jobid for j in active_jobs if j.external_jobid and not (j.aux or {}).get("task")]
+        ids += self.pools.worker_ids()
         if ids:
             self.logger.info(f"Cancelling {len(ids)} SLURM job(s): scancel {' '.join(ids)}")
             slurm_submit.cancel(ids)

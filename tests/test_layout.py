@@ -21,7 +21,8 @@ MAY = {"study": set(), "records": {"study"}, "engine": {"study", "records"}, "an
        "cluster": {"study", "records", "engine"}}
 NEVER = {"study": {"torch", "pandas", "pyarrow", "numpy"}, "records": {"torch"},
          "engine": {"snakemake", "submitit"}, "analysis": {"torch"}, "cluster": set()}
-ENGINE_USERS = {"prunegen.cluster.calibrate"}  # the one cluster module that may import the engine
+# the cluster modules that may import the engine: calibrate times it, a warm worker runs it
+ENGINE_USERS = {"prunegen.cluster.calibrate", "prunegen.cluster.worker"}
 
 
 def modules(root: Path = PACKAGE, prefix: str = "prunegen") -> dict[str, Path]:
@@ -92,8 +93,8 @@ def test_a_package_imports_only_the_packages_it_may(package):
             if root == "prunegen" and other is None:
                 wrong.append(f"{path.relative_to(REPO)}:{line}: {imported} (above the stages)")
             elif package == "cluster" and other == "engine" and name not in ENGINE_USERS:
-                wrong.append(f"{path.relative_to(REPO)}:{line}: {imported} (the cluster side times the engine "
-                             "in calibrate only)")
+                wrong.append(f"{path.relative_to(REPO)}:{line}: {imported} (the cluster side runs the engine "
+                             "in calibrate and worker only)")
             elif other is not None and other != package and other not in MAY[package]:
                 wrong.append(f"{path.relative_to(REPO)}:{line}: {imported}")
             elif root in NEVER[package] or root == PLUGIN.name:

@@ -1,7 +1,8 @@
 """What each cell job cost: the `compute` table, its summary for the Snakemake report, and
 the one-row summary a results page prints (cells, epochs, time, machines, engines).
 
-Per complete cell: Snakemake's benchmark file of its job
+Per complete cell: Snakemake's benchmark file of its job (or, for a cell that a warm
+process ran, that process's own figures: `<cell>.warm.json`, column `process`)
 (`results/<study>/benchmarks/cells/<cell>.tsv`: wall seconds, CPU seconds, max RSS,
 ...), and where the job ran on a GPU, what the NVML sampler saw
 (`<cell>.gpu.json` beside the TSV: device memory used at most, mean utilization, and
@@ -49,6 +50,22 @@ def read_tsv(path: Path) -> dict:
         raise ValueError(f"{path}: not a Snakemake benchmark file ({type(e).__name__}: {e})") from None
 
 
+WARM_COLUMNS = ("job_seconds", "cpu_seconds", "max_rss_mb")
+
+
+def read_warm(path: Path) -> dict:
+    """A cell run by a warm process (prunegen.cluster.worker): its own seconds and CPU
+    seconds, and the most memory its process had held by its end, instead of the job's
+    (whose benchmark file then measured only the job that waited for it)."""
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {**{c: float(raw[c]) for c in WARM_COLUMNS}, "process": "warm"}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a warm process's cost file ({type(e).__name__}: {e})") from None
+
+
 def read_gpu(path: Path) -> dict:
     if not path.is_file():
         return {}
@@ -64,13 +81,14 @@ def table(study: Study, done: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key in done[KEYS].to_dict("records"):
         cell = study.cell(key["benchmark"], key["arm"], int(key["level"]), float(key["noise"]), int(key["seed"]))
-        rows.append({**key, **{c: math.nan for c in TSV_COLUMNS.values()},
-                     **read_tsv(layout.benchmark_tsv(study.root, cell.relpath)),
+        tsv = read_tsv(layout.benchmark_tsv(study.root, cell.relpath))
+        rows.append({**key, **{c: math.nan for c in TSV_COLUMNS.values()}, **tsv,
+                     "process": "own" if tsv else None, **read_warm(layout.warm_json(study.root, cell.relpath)),
                      **{c: None for c in GPU_COLUMNS}, **read_gpu(layout.gpu_json(study.root, cell.relpath))})
-    df = pd.DataFrame(rows, columns=[*KEYS, *TSV_COLUMNS.values(), *GPU_COLUMNS])
+    df = pd.DataFrame(rows, columns=[*KEYS, *TSV_COLUMNS.values(), "process", *GPU_COLUMNS])
     floats = [c for c in (*TSV_COLUMNS.values(), *GPU_COLUMNS) if c not in ("gpu_name", "gpu_samples")]
     df = df.astype({"noise": float, "seed": "int64", "level": "int64", **{c: float for c in floats},
-                    "gpu_samples": "Int64", "gpu_name": "string"})
+                    "gpu_samples": "Int64", "gpu_name": "string", "process": "string"})
     return df.sort_values(KEYS, ignore_index=True)
 
 

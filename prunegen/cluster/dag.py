@@ -42,6 +42,16 @@ def load(path: str | Path, results_root: str | None = None, data_root: str | Non
     return load_study(path, overrides, set_text)
 
 
+DEFAULT_STUDY = "workflow/studies/demo.yaml"  # the Snakefile's study without --config study=...
+
+
+def cell_argv(config: dict, wildcards) -> list[str]:
+    """The `prunegen` arguments of a cell's job, as workflow/rules/cells.smk's command has
+    them: what a warm worker job (prunegen.cluster.worker) runs for it."""
+    return ["run-cell", *shlex.split(job_args(config.get("study", DEFAULT_STUDY), config)),
+            *(f"--{k}={wildcards[k]}" for k in ("benchmark", "arm", "level", "noise", "seed"))]
+
+
 def job_args(path: str | Path, config: dict) -> str:
     """The study arguments of every job's `prunegen` command: the file, and whatever the
     run's --config changed of it, so that a job on another node loads the same study."""

@@ -98,9 +98,53 @@ class Dataset:
         return self.name != "svhn" if self.mirror is None else self.mirror
 
 
+# Datasets a warm process (prunegen.cluster.worker) keeps loaded from cell to cell: off
+# unless the process asks (keep_loaded), since only a process that runs many cells gains.
+_kept: dict[tuple, Dataset] = {}
+_keep = 0
+
+
+def keep_loaded(n: int) -> None:
+    """Keep the last `n` datasets loaded in this process (0: none). A kept dataset is
+    returned again only while its files have the same size and modification time."""
+    global _keep
+    _keep = int(n)
+    while len(_kept) > _keep:
+        _kept.pop(next(iter(_kept)))
+
+
+def _stamp(name: str, root: Path, source) -> tuple:
+    if source is not None:
+        files = [source.npz_path(root)] if source.npz is not None else []
+    else:
+        files = [root / f for f in _FILES.get(name, ())]
+    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if (st := _stat(f)) is not None)
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def load_dataset(name: str, data_root: str | Path, download: bool = False, source=None) -> Dataset:
     """Load a dataset whole. Raises DatasetError naming the expected files if they are missing or corrupt.
     `source`: a dataset of the researcher's own (a prunegen.study.datasets.DatasetSource)."""
+    if not _keep:
+        return _load(name, data_root, download, source)
+    root = Path(data_root).expanduser().absolute()
+    key = (name, str(root), repr(source), _stamp(name, root, source))
+    if key in _kept:
+        _kept[key] = _kept.pop(key)  # most recently used last
+        return _kept[key]
+    dataset = _load(name, data_root, download, source)
+    _kept[key] = dataset
+    keep_loaded(_keep)
+    return dataset
+
+
+def _load(name: str, data_root: str | Path, download: bool, source) -> Dataset:
     if source is not None:
         return _load_own(source, Path(data_root).expanduser().absolute())
     if name == "digits":

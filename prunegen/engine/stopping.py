@@ -34,6 +34,11 @@ def _ask(signum, frame) -> None:
     _asked.append(signum)
 
 
+def ask(signum: int) -> None:
+    """Ask for a stop as a signal would (a warm worker whose cell's job was cancelled)."""
+    _asked.append(signum)
+
+
 def requested() -> int | None:
     """The first signal that asked for a stop, or None."""
     return _asked[0] if _asked else None

@@ -11,6 +11,7 @@
         cell.json.corrupt    a corrupt cell's marker, set aside by the workflow to re-run it
       logs/cells/<cell>.log  logs/merge.log  logs/figures.log
       benchmarks/cells/<cell>.tsv (Snakemake's benchmark file)  <cell>.gpu.json (NVML samples)
+                             <cell>.warm.json (its cost, when a warm process ran it)
       tables/<name>.parquet + .csv     merged by prunegen.analysis.merge
       figures/<name>.png + .pdf        drawn by prunegen.analysis.figures
       calibration.json                 prunegen plan --calibrate
@@ -61,6 +62,12 @@ def cell_log(root: Path, relpath: str) -> Path:
 def benchmark_tsv(root: Path, relpath: str) -> Path:
     """Snakemake's benchmark file of a cell's job (workflow/rules/cells.smk)."""
     return Path(root) / "benchmarks" / "cells" / f"{relpath}.tsv"
+
+
+def warm_json(root: Path, relpath: str) -> Path:
+    """What a cell cost in a warm process (prunegen.cluster.worker), beside its benchmark file,
+    which then measured only the job that waited for it."""
+    return Path(root) / "benchmarks" / "cells" / f"{relpath}.warm.json"
 
 
 def gpu_json(root: Path, relpath: str) -> Path:

@@ -129,9 +129,13 @@ def env_with(path_prefix: Path | None = None, **extra) -> dict:
     return env
 
 
-def smk_cmd(workdir: Path, *args: str, profile: Path = PROFILE, snakefile: Path = SNAKEFILE) -> list[str]:
+def smk_cmd(workdir: Path, *args: str, profile: Path = PROFILE, snakefile: Path = SNAKEFILE,
+            workers: int = 0) -> list[str]:
+    """The profile's command. `workers`: its --prunegen-workers; 0 (one SLURM job per cell)
+    unless a test is about worker jobs (tests/slurm/test_workers.py), so that what a fault
+    does to a cell's own job stays pinned for that mode too."""
     return [*SNAKEMAKE, "--profile", str(profile), "--snakefile", str(snakefile), "-d", str(workdir),
-            "--seconds-between-status-checks", str(POLL_S), *args]
+            "--seconds-between-status-checks", str(POLL_S), "--prunegen-workers", str(workers), *args]
 
 
 def run_smk(cmd: list[str], log: Path, env: dict | None = None, timeout: float = 600) -> tuple[int, str]:

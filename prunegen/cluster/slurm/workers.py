@@ -1,0 +1,152 @@
+"""Warm worker jobs on SLURM: cells are queued (prunegen.cluster.queue) on the shared file
+system, and a few long-lived SLURM jobs each run cell after cell from the queue
+(prunegen.cluster.worker), so torch, the data and the CUDA context are loaded once per
+job, not once per cell.
+
+Why pull, not batches handed out at submission: a study's cells become ready a few at a
+time (each level waits for the one before), so a batch of the cells ready at one moment
+is small, and it would hold every cell until its slowest is done. A worker takes the
+next ready cell the moment it is free, and a cell is reported (and its children become
+ready) as soon as it is done. Cells per job is then the study's cells over the workers.
+
+One queue per resource request (cells asking for other GPUs, CPUs, memory or time go to
+other workers). What the engine guarantees for a cell holds unchanged: the lock, the
+checksums, the checkpoints. What a worker job's end means for the cells it held:
+
+- it ended after NODE_FAIL, PREEMPTED, BOOT_FAIL or a time-out: its cells go back in
+  the queue and another worker resumes them from their checkpoints (at most
+  `max_attempts` lost workers per cell: a cell that brings down every node it runs
+  on fails);
+- it ended otherwise (FAILED, OUT_OF_MEMORY, CANCELLED): the cell it held fails, naming
+  the job and its log; the other cells are untouched.
+
+No Snakemake here: the executor plugin maps Snakemake's jobs to tasks and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..queue import Queue
+from .request import Request
+
+PUT_BACK = ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "TIMEOUT", "REQUEUED", "DEADLINE")
+
+
+@dataclass
+class WorkerJob:
+    job_id: str
+    pool: "Pool"
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class Pool:
+    """The queue and the worker jobs of one resource request."""
+    request: Request
+    queue: Queue
+    workers: dict[str, WorkerJob] = field(default_factory=dict)  # live worker jobs by SLURM id
+    submitted: int = 0
+
+    def busy(self) -> set[str]:
+        claims = self.queue.claims()
+        return {wid for wid in self.workers if claims.get(f"slurm-{wid}")}
+
+    def wanted(self, room: int) -> int:
+        """How many more worker jobs to start: one per waiting cell not covered by a worker
+        that is pending, starting or between cells, within `room`."""
+        spare = len(self.workers) - len(self.busy())
+        return max(0, min(room, len(self.queue.todo()) - spare))
+
+
+class Pools:
+    def __init__(self, folder: Path, max_workers: int, idle_s: float = 60.0, python: str | None = None,
+                 runtime_min: int | None = None):
+        self.folder = Path(folder)
+        self.max_workers = int(max_workers)
+        self.idle_s = idle_s
+        self.python = python or sys.executable
+        self.runtime_min = runtime_min
+        self.pools: dict[Request, Pool] = {}
+        self.cells_done = 0
+        self.all_jobs: list[WorkerJob] = []
+
+    @staticmethod
+    def key(request: Request) -> Request:
+        return dataclasses.replace(request, comment="")
+
+    def pool(self, request: Request) -> Pool:
+        key = self.key(request)
+        if key not in self.pools:
+            digest = hashlib.sha256(repr(key).encode()).hexdigest()[:10]
+            self.pools[key] = Pool(key, Queue(self.folder / "queue" / digest))
+        return self.pools[key]
+
+    def put(self, request: Request, task: dict) -> tuple[Pool, str]:
+        pool = self.pool(request)
+        return pool, pool.queue.put(task)
+
+    def live(self) -> int:
+        return sum(len(p.workers) for p in self.pools.values())
+
+    def worker_ids(self) -> list[str]:
+        return [wid for p in self.pools.values() for wid in p.workers]
+
+    def to_start(self) -> list[tuple[Pool, int]]:
+        room = self.max_workers - self.live()
+        out = []
+        for pool in self.pools.values():
+            n = pool.wanted(room)
+            if n:
+                out.append((pool, n))
+                room -= n
+        return out
+
+    def worker_request(self, pool: Pool) -> Request:
+        """A worker job asks what its cells ask, for at least `runtime_min` minutes (it
+        runs many cells; at its time limit it checkpoints its cell and hands it back)."""
+        minutes = max(pool.request.runtime_min or 0, self.runtime_min or 0) or None
+        return dataclasses.replace(pool.request, runtime_min=minutes, comment="prunegen-worker")
+
+    def command(self, pool: Pool) -> str:
+        return f"{self.python} -m prunegen.cli worker --queue {pool.queue.root} --idle-s {self.idle_s:g}"
+
+    def started(self, pool: Pool, jobs: list[WorkerJob]) -> None:
+        for job in jobs:
+            pool.workers[job.job_id] = job
+            self.all_jobs.append(job)
+        pool.submitted += len(jobs)
+
+    def ran(self) -> int:
+        """Worker jobs that started: submitit writes a job's log as it starts."""
+        return sum(1 for job in self.all_jobs if Path(job.stdout).exists())
+
+    def ended(self, job_id: str, state: str, success: bool) -> list[tuple[Pool, str]]:
+        """A worker job is over: what it still held goes back or fails. Returns the
+        (pool, task id) of the cells failed."""
+        for pool in self.pools.values():
+            job = pool.workers.pop(job_id, None)
+            if job is None:
+                continue
+            why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
+                   f"{job.stderr})")
+            failed = pool.queue.orphans(f"slurm-{job_id}", why, put_back=success or state in PUT_BACK)
+            return [(pool, tid) for tid in failed]
+        return []
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.queue.stop()
+
+    def summary(self, ran: int) -> str:
+        """`ran`: the worker jobs that started (the others were cancelled at the end, pending)."""
+        jobs = sum(p.submitted for p in self.pools.values())
+        per = self.cells_done / ran if ran else math.nan
+        return (f"{self.cells_done} cell(s) in {ran} worker job(s) that ran ({per:.1f} cells per job; "
+                f"{jobs} submitted)")
