@@ -320,8 +320,11 @@ class Executor(RemoteExecutor):
                 self._worker_states[wid] = st.state
             if st is not None and st.done:
                 self.watcher.forget(wid)
-                for pool, tid in self.pools.ended(wid, st.state, st.outcome == "success"):
-                    self.logger.error(f"prunegen executor: {pool.queue.result(tid).get('error')}")
+                back, failed = self.pools.ended(wid, st.state, st.outcome == "success")
+                for t in back:
+                    self.logger.info(f"prunegen executor: {t.get('label')} back in the queue: {t['why']}")
+                joblog.append(self.folder, [{"job_id": wid, "label": t.get("label", ""), "dirs": t.get("dirs", []),
+                                             "outcome": "queued", "detail": t["why"]} for t in back])
         claimed = {}
         for pool in self.pools.pools.values():
             for worker, ids in pool.queue.claims().items():
@@ -345,6 +348,10 @@ class Executor(RemoteExecutor):
                 self.pools.cells_done += 1
                 self.report_job_success(info)
             else:
+                worker = str(result.get("worker", "")).removeprefix("slurm-")
+                joblog.append(self.folder, [{"job_id": worker, "label": aux.get("label", ""),
+                                             "dirs": aux.get("dirs", []), "outcome": "failed",
+                                             "detail": f"exit {result.get('rc')}: {result.get('error')}"}])
                 self.report_job_error(info, msg=(
                     f"{aux.get('label')} failed in worker job {str(result.get('worker', '')).removeprefix('slurm-')} "
                     f"(exit {result.get('rc')}): {result.get('error')}\nrule log: "

@@ -20,6 +20,11 @@ class Job:
     label: str
     stdout: str
     stderr: str
+    # A warm worker job runs many cells, so its SLURM state is not each cell's: the executor
+    # adds a line when a cell of it failed ("failed", with the error) or went back to the
+    # queue ("queued": its worker was lost); "" for a cell's own job.
+    outcome: str = ""
+    detail: str = ""
 
 
 def append(run_folder: Path, jobs: list[dict]) -> None:
@@ -39,7 +44,8 @@ def read_jobs(workdir: Path, folder: str = SUBMITIT_FOLDER) -> dict[str, Job]:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line being appended this instant
-            job = Job(str(row["job_id"]), row.get("label", ""), row.get("stdout", ""), row.get("stderr", ""))
+            job = Job(str(row["job_id"]), row.get("label", ""), row.get("stdout", ""), row.get("stderr", ""),
+                      row.get("outcome", ""), row.get("detail", ""))
             for d in row.get("dirs", []):
                 out[str(Path(d).absolute())] = job
     return out

@@ -8,6 +8,8 @@ Each cell is in one of five states, in the order it goes through them:
 - completed: its records are complete (they win over anything SLURM says);
 - failed: its latest job ended without complete records; the job's log is named.
 
+A cell in a warm worker job (docs/cluster.md, section 5) shows its worker's job while the
+worker runs it; the executor adds a line when such a cell fails or goes back to the queue.
 Jobs come from the `jobs.jsonl` that the executor plugin appends to in each run's folder
 (`.snakemake/submitit/<time>-<run id>/`): SLURM job id, the cell folders and log paths
 (an array's `--comment` names the batch, not each task). The latest submission of a cell
@@ -87,7 +89,13 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
         job, st = job_of[c.relpath], None
         if job is not None:
             st = slurm.get(job.job_id)
-        if st is not None and st.state in ("PENDING", "UNKNOWN") and st.outcome == "active":
+        if job is not None and job.outcome == "failed":  # a cell of a worker job that goes on
+            cell_log = cell_log_path(c)
+            out.append(CellView(c, "failed", job.detail + (f"; cell log {cell_log}" if cell_log.exists() else ""),
+                                job.job_id, epochs_done(c), epochs))
+        elif job is not None and job.outcome == "queued" and lock.live_holder(c.dir) is None:
+            out.append(CellView(c, "queued", f"back in the queue: {job.detail}", "", epochs_done(c), epochs))
+        elif st is not None and st.state in ("PENDING", "UNKNOWN") and st.outcome == "active":
             reason = st.reason if st.state == "PENDING" else "submitted; not in SLURM's accounting yet"
             out.append(CellView(c, "pending", reason or "waiting", job.job_id, 0, epochs))
         elif st is not None and st.outcome == "active":

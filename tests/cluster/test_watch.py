@@ -118,3 +118,35 @@ def test_watch_ends_when_nothing_is_left_or_nothing_moves(smoke_study, tmp_path,
     watch.watch(s, waiting, workdir=tmp_path, out=out, interval_s=5, patience_s=12, clock=lambda: t[0], sleep=sleep)
     assert out.getvalue().count("prunegen status --watch") == 4  # t = 0, 5, 10, 15 (>= 12: stop)
     assert "wait for a Snakemake run" in out.getvalue()
+
+
+def test_cells_of_a_worker_job_that_goes_on_show_their_own_state(smoke_study, tmp_path):
+    """A warm worker job (docs/cluster.md section 5) runs many cells: while it runs, a cell
+    of it that failed shows failed, one put back in the queue shows queued, and the one it
+    holds shows running."""
+    s = smoke_study
+    bm = "digits-mlp"
+    running, failed, back = (s.cell(bm, "dense", 0, 0.0, 0), s.cell(bm, "downscaled", 1, 0.0, 0),
+                             s.cell(bm, "downscaled", 2, 0.0, 0))
+    _fake_checkpoint(running, 0, 2)
+    _jobs_file(tmp_path, [
+        {"job_id": "12_0", "label": "prunegen worker", "dirs": [], "stdout": "/l/12_0.out", "stderr": "/l/12_0.err"},
+        {"job_id": "12_0", "label": "cell", "dirs": [str(failed.dir)], "stdout": "", "stderr": ""},
+        {"job_id": "11_3", "label": "cell", "dirs": [str(back.dir)], "stdout": "", "stderr": ""},
+        {"job_id": "12_0", "label": "cell", "dirs": [str(running.dir)], "stdout": "", "stderr": ""},
+        {"job_id": "12_0", "label": "cell", "dirs": [str(failed.dir)], "outcome": "failed",
+         "detail": "exit 2: prunegen: error: bad things"},
+        {"job_id": "11_3", "label": "cell", "dirs": [str(back.dir)], "outcome": "queued",
+         "detail": "its worker job 11_3 ended NODE_FAIL while running it"},
+    ])
+
+    def poll(ids):
+        return {"12_0": Status("RUNNING", "active", "sacct"), "11_3": Status("NODE_FAIL", "failed", "sacct")}
+
+    views = {v.cell.relpath: v for v in watch.look(s, [running, failed, back], joblog.read_jobs(tmp_path), poll)}
+    assert (views[running.relpath].state, views[running.relpath].job, views[running.relpath].epochs_done) == \
+        ("running", "12_0", 2)
+    f = views[failed.relpath]
+    assert (f.state, f.job) == ("failed", "12_0") and "bad things" in f.detail
+    b = views[back.relpath]
+    assert b.state == "queued" and "NODE_FAIL" in b.detail

@@ -127,18 +127,21 @@ class Pools:
         """Worker jobs that started: submitit writes a job's log as it starts."""
         return sum(1 for job in self.all_jobs if Path(job.stdout).exists())
 
-    def ended(self, job_id: str, state: str, success: bool) -> list[tuple[Pool, str]]:
-        """A worker job is over: what it still held goes back or fails. Returns the
-        (pool, task id) of the cells failed."""
+    def ended(self, job_id: str, state: str, success: bool) -> tuple[list[dict], list[dict]]:
+        """A worker job is over: what it still held goes back or fails. Returns the tasks
+        put back and the tasks failed."""
         for pool in self.pools.values():
             job = pool.workers.pop(job_id, None)
             if job is None:
                 continue
+            name = f"slurm-{job_id}"
+            held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
             why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
                    f"{job.stderr})")
-            failed = pool.queue.orphans(f"slurm-{job_id}", why, put_back=success or state in PUT_BACK)
-            return [(pool, tid) for tid in failed]
-        return []
+            failed = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
+            back = [{**t, "why": why} for tid, t in held.items() if tid not in failed]
+            return back, [{**t, "why": why} for tid, t in held.items() if tid in failed]
+        return [], []
 
     def stop(self) -> None:
         for pool in self.pools.values():
