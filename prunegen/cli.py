@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None, on_cell=None) -> int:
     p.add_argument("--name", help="this worker's name in the queue (default: its SLURM job, or host-pid)")
     p.add_argument("--idle-s", type=float, default=120.0, help="exit after this long without a cell")
     p.add_argument("--parent", type=int, help="exit when this process (the local run) is gone")
+    p.add_argument("--slots", type=int, default=1, help="cells at once, sharing this job's GPU (one process each)")
+    p.add_argument("--mps", choices=("auto", "on", "off"), default="auto",
+                   help="--slots > 1: start CUDA MPS for them where the job has a GPU and the node has MPS")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("plan", help="cells, jobs, cycles, epochs, device-hours and the longest job per "

@@ -115,6 +115,13 @@ class ExecutorSettings(ExecutorSettingsBase):
         0, "Run cells in warm worker jobs: at most this many SLURM jobs at once, each running "
            "cell after cell from a queue in the run's folder (torch, data and CUDA context loaded "
            "once per job; prunegen.cluster.slurm.workers). 0: one SLURM job per cell.")
+    worker_slots: int = _setting(
+        1, "Cells a worker job runs at once, sharing its GPU (one process each, under CUDA MPS "
+           "where the node has it): the job asks for the CPUs and memory of that many cells.")
+    worker_mps: str = _setting(
+        "auto", "CUDA MPS for a worker's slots: 'auto' (where the job has a GPU and the node "
+                "has nvidia-cuda-mps-control), 'on' (fail without it), 'off'.",
+        choices=["auto", "on", "off"])
     worker_idle_s: int = _setting(
         60, "A worker job exits after this many seconds without a cell to run.")
     worker_runtime: Optional[int] = _setting(
@@ -158,7 +165,7 @@ class Executor(RemoteExecutor):
         self.jobs_submitted = 0
         self._job_cores: Optional[int] = None
         self.pools = slurm_workers.Pools(self.folder, max(0, int(s.workers or 0)), idle_s=s.worker_idle_s,
-                                         runtime_min=s.worker_runtime)
+                                         runtime_min=s.worker_runtime, slots=s.worker_slots, mps=s.worker_mps)
         self._claims_logged: set = set()
         self._worker_states: Dict[str, str] = {}  # worker job -> its state at the last poll
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
@@ -329,7 +336,7 @@ class Executor(RemoteExecutor):
         for pool in self.pools.pools.values():
             for worker, ids in pool.queue.claims().items():
                 for tid in ids:
-                    claimed[tid] = (pool, worker.removeprefix("slurm-"))
+                    claimed[tid] = (pool, slurm_workers.job_of(worker))
         active = []
         for info in infos:
             aux = info.aux or {}
@@ -348,12 +355,12 @@ class Executor(RemoteExecutor):
                 self.pools.cells_done += 1
                 self.report_job_success(info)
             else:
-                worker = str(result.get("worker", "")).removeprefix("slurm-")
+                worker = slurm_workers.job_of(str(result.get("worker", "")))
                 joblog.append(self.folder, [{"job_id": worker, "label": aux.get("label", ""),
                                              "dirs": aux.get("dirs", []), "outcome": "failed",
                                              "detail": f"exit {result.get('rc')}: {result.get('error')}"}])
                 self.report_job_error(info, msg=(
-                    f"{aux.get('label')} failed in worker job {str(result.get('worker', '')).removeprefix('slurm-')} "
+                    f"{aux.get('label')} failed in worker job {worker} "
                     f"(exit {result.get('rc')}): {result.get('error')}\nrule log: "
                     + ", ".join(str(f) for f in (info.job.log or [])) + "\n"))
         self._start_workers()

@@ -26,8 +26,11 @@ import io
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -121,7 +124,7 @@ class Worker:
         watch = threading.Thread(target=self._watch_cancel, args=(tid, done), daemon=True)
         watch.start()
         cell_box: list = []
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, started = time.perf_counter(), time.process_time(), time.time()
         with open(log_path, "a", buffering=1) as f:
             self.log.stream = f
             print(f"[prunegen.worker] cell {self.cells + 1} of worker {self.name} (pid {os.getpid()})", file=f)
@@ -145,6 +148,7 @@ class Worker:
             self.q.release(self.name, tid)
             return
         cost = {"process": "warm", "worker": self.name, "pid": os.getpid(), "cells_before": self.cells - 1,
+                "started": started, "ended": time.time(),
                 "job_seconds": seconds, "cpu_seconds": cpu, "rss_mb": rss_mb(),
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if rc == 0 and cell_box:
@@ -188,4 +192,55 @@ def _last_error(log: Path) -> str:
 
 def serve(args, run) -> int:
     """`prunegen worker`'s body (prunegen.cli)."""
-    return Worker(Queue(args.queue), args.name or default_name(), run, args.idle_s, args.parent).serve()
+    name = args.name or default_name()
+    if args.slots > 1:
+        return run_slots(Queue(args.queue), name, args.slots, args.idle_s, mps=args.mps)
+    return Worker(Queue(args.queue), name, run, args.idle_s, args.parent).serve()
+
+
+def run_slots(q: Queue, name: str, slots: int, idle_s: float, mps: str = "auto") -> int:
+    """Several cells at once in one job, sharing its GPU: `slots` worker processes (named
+    `<name>-<i>`, so a requeued job finds its cells again), under CUDA MPS where the job has
+    a GPU and the node has MPS (`mps`: auto, on, off), time-sliced where not. A worker that
+    dies fails the cell it held; the others go on. SIGTERM and SIGUSR2 are passed on."""
+    env = dict(os.environ)
+    daemon = _start_mps(env, mps)
+    procs = [subprocess.Popen([sys.executable, "-m", "prunegen.cli", "worker", "--queue", str(q.root),
+                               "--name", f"{name}-{i}", "--idle-s", f"{idle_s:g}"], env=env)
+             for i in range(slots)]
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, frame: [p.send_signal(signum) for p in procs if p.poll() is None])
+    print(f"[prunegen.worker] {name}: {slots} slots (pids {', '.join(str(p.pid) for p in procs)}), "
+          f"{'CUDA MPS' if daemon else 'no MPS'}", flush=True)
+    codes = [p.wait() for p in procs]
+    for i, rc in enumerate(codes):
+        if rc < 0 or rc not in (0, 128 + signal.SIGTERM, 128 + signal.SIGUSR2):
+            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+            q.orphans(f"{name}-{i}", f"its worker process {name}-{i} ended ({how}) while running it: killed, "
+                      "or out of memory?", put_back=False)
+    if daemon:
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env=env, timeout=30)
+    signals = [rc for rc in codes if rc in (128 + signal.SIGTERM, 128 + signal.SIGUSR2)]
+    return signals[0] if signals else 0
+
+
+def _start_mps(env: dict, mode: str) -> bool:
+    """Start an MPS control daemon private to this job (its pipe and log folders under the
+    job's temporary folder); False where there is no GPU, no MPS, or `mode` is off."""
+    if mode == "off" or not env.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-cuda-mps-control") is None:
+        if mode == "on":
+            raise SystemExit("prunegen worker --mps on: no GPU in this job or no nvidia-cuda-mps-control here")
+        return False
+    base = Path(env.get("SLURM_TMPDIR") or env.get("TMPDIR") or "/tmp") / f"prunegen-mps-{os.getpid()}"
+    for sub, var in (("pipe", "CUDA_MPS_PIPE_DIRECTORY"), ("log", "CUDA_MPS_LOG_DIRECTORY")):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(base / sub)
+    p = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        if mode == "on":
+            raise SystemExit(f"prunegen worker --mps on: nvidia-cuda-mps-control -d failed: {p.stderr.strip()}")
+        print(f"[prunegen.worker] MPS did not start ({p.stderr.strip()}): time-sliced", flush=True)
+        for var in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"):
+            env.pop(var, None)
+        return False
+    return True

@@ -248,3 +248,20 @@ def test_a_local_run_uses_warm_processes_and_gives_the_tables_of_one_process_per
     assert set(compute["process"]) == {"warm"}
     assert set(pd.read_parquet(cold / "results/smoke/tables/compute.parquet")["process"]) == {"own"}
     assert not (warm / ".snakemake" / "prunegen-warm").exists() or not any((warm / ".snakemake/prunegen-warm").iterdir())
+
+
+def test_a_worker_with_two_slots_runs_two_cells_at_once_each_in_its_own_process(tmp_path):
+    """Several cells per GPU (issue 27 item 2): `prunegen worker --slots 2` runs two worker
+    processes side by side (under CUDA MPS where the job has a GPU; here none: time-sliced)."""
+    study = _study(tmp_path, 4, epochs=60)
+    q = Queue(tmp_path / "q")
+    ids = [q.put({"argv": _argv(study, s), "threads": 1}) for s in range(4)]
+    w = _worker(q, "--slots", "2", "--name", "job9")
+    out, _ = w.communicate(timeout=600)
+    assert w.returncode == 0, out
+    assert "job9: 2 slots" in out and "no MPS" in out
+    res = [q.result(t) for t in ids]
+    assert all(r["rc"] == 0 for r in res), res
+    assert {r["worker"] for r in res} == {"job9-0", "job9-1"} and len({r["pid"] for r in res}) == 2
+    a, b = sorted(res, key=lambda r: r["started"])[:2]
+    assert b["started"] < a["ended"]  # the first two cells overlapped in time

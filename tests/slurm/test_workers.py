@@ -113,3 +113,27 @@ def test_a_worker_requeued_mid_cell_hands_it_back_and_the_cell_resumes_to_the_sa
     ref = tmp_path / "ref" / "results"
     reference_run(study, ref)
     assert_tables_equal(results / "two", ref / "two")
+
+
+def test_a_worker_job_with_two_slots_asks_for_two_cells_and_runs_them_at_once(acct, tmp_path):
+    raw = yaml.safe_load(TWO_CELLS)
+    raw["benchmarks"]["slow"]["train"]["epochs"] = 100
+    raw["seeds"] = [0, 1, 2, 3]
+    study = tmp_path / "four.yaml"
+    study.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "results"
+    cmd = smk_cmd(tmp_path, "merge", "--prunegen-worker-slots", "2", "--config", f"study={study}",
+                  f"results_root={results}", workers=1)
+    rc, out = run_smk(cmd, tmp_path / "run.log", timeout=600)
+    assert rc == 0, out[-3000:]
+    assert len(list((results / "two/cells").rglob("cell.json"))) == 4
+    jobs = wait_for(lambda: (j := sacct_jobs(tmp_path)) and not any(r["state"] in ("RUNNING", "PENDING") for r in j)
+                    and j, 120, "the worker job to end")
+    worker = next(j["id"] for j in jobs if j["comment"].startswith("prunegen-worker"))
+    cpus = subprocess.run(["sacct", "-X", "-n", "-P", "-j", worker, "-o", "AllocCPUS,ReqMem"], capture_output=True,
+                          text=True).stdout.split("\n")[0].split("|")
+    assert cpus[0] == "2" and cpus[1].startswith("2000"), cpus  # two cells' CPUs and memory (1000 MB each)
+    done = [json.loads(p.read_text()) for p in (tmp_path / ".snakemake/submitit").glob("*/queue/*/done/*.json")]
+    assert {d["worker"] for d in done} == {f"slurm-{worker}-0", f"slurm-{worker}-1"}, done
+    a, b = sorted(done, key=lambda d: d["started"])[:2]
+    assert b["started"] < a["ended"]  # two cells at once in one job

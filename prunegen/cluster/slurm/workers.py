@@ -38,6 +38,11 @@ from .request import Request
 PUT_BACK = ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "TIMEOUT", "REQUEUED", "DEADLINE")
 
 
+def job_of(worker: str) -> str:
+    """The SLURM job of a worker's queue name: `slurm-<job>` or, for a slot, `slurm-<job>-<i>`."""
+    return worker.removeprefix("slurm-").split("-")[0]
+
+
 @dataclass
 class WorkerJob:
     job_id: str
@@ -54,20 +59,22 @@ class Pool:
     workers: dict[str, WorkerJob] = field(default_factory=dict)  # live worker jobs by SLURM id
     submitted: int = 0
 
-    def busy(self) -> set[str]:
-        claims = self.queue.claims()
-        return {wid for wid in self.workers if claims.get(f"slurm-{wid}")}
+    def busy(self) -> int:
+        """Cells held by this pool's live worker jobs (a job with slots holds several)."""
+        return sum(len(ids) for name, ids in self.queue.claims().items() if job_of(name) in self.workers)
 
-    def wanted(self, room: int) -> int:
-        """How many more worker jobs to start: one per waiting cell not covered by a worker
-        that is pending, starting or between cells, within `room`."""
-        spare = len(self.workers) - len(self.busy())
-        return max(0, min(room, len(self.queue.todo()) - spare))
+    def wanted(self, room: int, slots: int = 1) -> int:
+        """How many more worker jobs to start: enough for the waiting cells that the workers
+        pending, starting or between cells cannot take, within `room`."""
+        spare = len(self.workers) * slots - self.busy()
+        return max(0, min(room, math.ceil((len(self.queue.todo()) - spare) / slots)))
 
 
 class Pools:
     def __init__(self, folder: Path, max_workers: int, idle_s: float = 60.0, python: str | None = None,
-                 runtime_min: int | None = None):
+                 runtime_min: int | None = None, slots: int = 1, mps: str = "auto"):
+        self.slots = max(1, int(slots))
+        self.mps = mps
         self.folder = Path(folder)
         self.max_workers = int(max_workers)
         self.idle_s = idle_s
@@ -102,20 +109,24 @@ class Pools:
         room = self.max_workers - self.live()
         out = []
         for pool in self.pools.values():
-            n = pool.wanted(room)
+            n = pool.wanted(room, self.slots)
             if n:
                 out.append((pool, n))
                 room -= n
         return out
 
     def worker_request(self, pool: Pool) -> Request:
-        """A worker job asks what its cells ask, for at least `runtime_min` minutes (it
-        runs many cells; at its time limit it checkpoints its cell and hands it back)."""
-        minutes = max(pool.request.runtime_min or 0, self.runtime_min or 0) or None
-        return dataclasses.replace(pool.request, runtime_min=minutes, comment="prunegen-worker")
+        """A worker job asks what its cells ask, times its slots for CPUs and memory (its
+        cells share its GPUs), for at least `runtime_min` minutes (it runs many cells; at its
+        time limit it checkpoints its cells and hands them back)."""
+        r = pool.request
+        minutes = max(r.runtime_min or 0, self.runtime_min or 0) or None
+        return dataclasses.replace(r, runtime_min=minutes, comment="prunegen-worker",
+                                   cpus=r.cpus * self.slots, mem_mb=r.mem_mb * self.slots if r.mem_mb else r.mem_mb)
 
     def command(self, pool: Pool) -> str:
-        return f"{self.python} -m prunegen.cli worker --queue {pool.queue.root} --idle-s {self.idle_s:g}"
+        slots = f" --slots {self.slots} --mps {self.mps}" if self.slots > 1 else ""
+        return f"{self.python} -m prunegen.cli worker --queue {pool.queue.root} --idle-s {self.idle_s:g}{slots}"
 
     def started(self, pool: Pool, jobs: list[WorkerJob]) -> None:
         for job in jobs:
@@ -134,13 +145,16 @@ class Pools:
             job = pool.workers.pop(job_id, None)
             if job is None:
                 continue
-            name = f"slurm-{job_id}"
-            held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
+            names = [n for n in pool.queue.claims() if job_of(n) == job_id]  # the job, or its slots
             why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
                    f"{job.stderr})")
-            failed = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
-            back = [{**t, "why": why} for tid, t in held.items() if tid not in failed]
-            return back, [{**t, "why": why} for tid, t in held.items() if tid in failed]
+            back, failed = [], []
+            for name in names:
+                held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
+                lost = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
+                back += [{**t, "why": why} for tid, t in held.items() if tid not in lost]
+                failed += [{**t, "why": why} for tid, t in held.items() if tid in lost]
+            return back, failed
         return [], []
 
     def stop(self) -> None:
