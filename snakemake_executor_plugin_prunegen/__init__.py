@@ -52,6 +52,7 @@ from snakemake_interface_executor_plugins.settings import (
 
 from prunegen.cluster import dag, joblog
 from prunegen.cluster import queue as slurm_queue
+from prunegen.cluster.slurm import partitions as slurm_partitions
 from prunegen.cluster.slurm import request as slurm_request
 from prunegen.cluster.slurm import status as slurm_status
 from prunegen.cluster.slurm import submit as slurm_submit
@@ -111,6 +112,10 @@ class ExecutorSettings(ExecutorSettingsBase):
     max_array_size: int = _setting(
         1000, "Largest array one sbatch submits (keep it below the cluster's MaxArraySize); "
               "more ready jobs with the same request go in several arrays.")
+    partition_limits: Optional[str] = _setting(
+        None, "A partition-limits file (the official SLURM plugin's format): each job whose rule "
+              "names no partition goes to the partition that fits it best; jobs without GPUs to a "
+              "partition without GPUs (prunegen.cluster.slurm.partitions).")
     workers: int = _setting(
         0, "Run cells in warm worker jobs: at most this many SLURM jobs at once, each running "
            "cell after cell from a queue in the run's folder (torch, data and CUDA context loaded "
@@ -122,6 +127,11 @@ class ExecutorSettings(ExecutorSettingsBase):
         "auto", "CUDA MPS for a worker's slots: 'auto' (where the job has a GPU and the node "
                 "has nvidia-cuda-mps-control), 'on' (fail without it), 'off'.",
         choices=["auto", "on", "off"])
+    oom_factor: float = _setting(
+        1.5, "A cell whose worker job ran OUT_OF_MEMORY is queued again for workers asking this "
+             "many times its memory.")
+    mem_ceiling_mb: Optional[int] = _setting(
+        None, "The most memory such retries may ask for (default: 4 times the cell's own request).")
     worker_idle_s: int = _setting(
         60, "A worker job exits after this many seconds without a cell to run.")
     worker_runtime: Optional[int] = _setting(
@@ -165,8 +175,10 @@ class Executor(RemoteExecutor):
         self.jobs_submitted = 0
         self._job_cores: Optional[int] = None
         self.pools = slurm_workers.Pools(self.folder, max(0, int(s.workers or 0)), idle_s=s.worker_idle_s,
-                                         runtime_min=s.worker_runtime, slots=s.worker_slots, mps=s.worker_mps)
+                                         runtime_min=s.worker_runtime, slots=s.worker_slots, mps=s.worker_mps,
+                                         oom_factor=s.oom_factor, mem_ceiling_mb=s.mem_ceiling_mb)
         self._claims_logged: set = set()
+        self.partitions = slurm_partitions.read(s.partition_limits) if s.partition_limits else None
         self._worker_states: Dict[str, str] = {}  # worker job -> its state at the last poll
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
                          f"(cancel this run's jobs: scancel --name={self.job_name}), files in {self.folder}")
@@ -174,7 +186,11 @@ class Executor(RemoteExecutor):
     # ---------------------------------------------------------------- requests
     def request(self, job: JobExecutorInterface):
         """What SLURM is asked for on behalf of ``job`` (a rule job or a group job)."""
-        return requests.request(job, self.settings, self.job_name, self.max_minutes)
+        return requests.request(job, self.settings, self.job_name, self.max_minutes,
+                                route=self._route if self.partitions else None)
+
+    def _route(self, request) -> Optional[str]:
+        return slurm_partitions.best(self.partitions, request)
 
     def max_minutes(self, partition: Optional[str]) -> Optional[int]:
         """The partition's MaxTime (one ``scontrol show partition`` per partition and run)."""
@@ -290,6 +306,8 @@ class Executor(RemoteExecutor):
         s = self.settings
         for pool, n in self.pools.to_start():
             request = self.pools.worker_request(pool)
+            if self.partitions and self.pools.slots > 1:  # a worker with slots asks more than its cells
+                request = dataclasses.replace(request, partition=self._route(request) or request.partition)
             request = dataclasses.replace(request, runtime_min=self._capped(request))
             shell_jobs = [ShellJob(self.pools.command(pool), self.workdir, label="prunegen worker",
                                    time_limit_min=request.runtime_min) for _ in range(n)]
@@ -328,6 +346,7 @@ class Executor(RemoteExecutor):
             if st is not None and st.done:
                 self.watcher.forget(wid)
                 back, failed = self.pools.ended(wid, st.state, st.outcome == "success")
+                self._start_workers()  # for cells moved to workers with more memory
                 for t in back:
                     self.logger.info(f"prunegen executor: {t.get('label')} back in the queue: {t['why']}")
                 joblog.append(self.folder, [{"job_id": wid, "label": t.get("label", ""), "dirs": t.get("dirs", []),
@@ -340,9 +359,11 @@ class Executor(RemoteExecutor):
         active = []
         for info in infos:
             aux = info.aux or {}
+            result = slurm_queue.Queue(aux["queue"]).result(aux["task"])
+            while result is not None and result.get("moved_to"):  # queued again elsewhere (more memory)
+                aux.update(result["moved_to"])
+                result = slurm_queue.Queue(aux["queue"]).result(aux["task"])
             tid = aux["task"]
-            queue = slurm_queue.Queue(aux["queue"])
-            result = queue.result(tid)
             if tid in claimed and (tid, claimed[tid][1]) not in self._claims_logged:
                 self._claims_logged.add((tid, claimed[tid][1]))
                 worker = claimed[tid][0].workers.get(claimed[tid][1])
@@ -359,10 +380,14 @@ class Executor(RemoteExecutor):
                 joblog.append(self.folder, [{"job_id": worker, "label": aux.get("label", ""),
                                              "dirs": aux.get("dirs", []), "outcome": "failed",
                                              "detail": f"exit {result.get('rc')}: {result.get('error')}"}])
+                why = slurm_workers.cause(result)
+                if why == "cell":  # it would fail the same way again: Snakemake does not retry it
+                    info.job.attempt = max(info.job.attempt, info.job.restart_times + 1)
                 self.report_job_error(info, msg=(
                     f"{aux.get('label')} failed in worker job {worker} "
-                    f"(exit {result.get('rc')}): {result.get('error')}\nrule log: "
-                    + ", ".join(str(f) for f in (info.job.log or [])) + "\n"))
+                    f"(exit {result.get('rc')}): {result.get('error')}"
+                    + (" [an error of the cell's own code or data: not retried]" if why == "cell" else "")
+                    + "\nrule log: " + ", ".join(str(f) for f in (info.job.log or [])) + "\n"))
         self._start_workers()
         return active
 

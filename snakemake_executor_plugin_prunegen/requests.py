@@ -36,8 +36,10 @@ def as_int(value, default=None):
         return default
 
 
-def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]], Optional[int]]) -> Request:
-    """What SLURM is asked for on behalf of ``job`` (a rule job or a group job)."""
+def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]], Optional[int]],
+            route: Optional[Callable[[Request], Optional[str]]] = None) -> Request:
+    """What SLURM is asked for on behalf of ``job`` (a rule job or a group job). ``route``
+    picks the partition of a job whose rule names none (a partition-limits file)."""
     s = settings
     members = list(job.jobs) if job.is_group() else [job]
     gpus = as_int(resource(job, "gpus", "gpu", "gpus_per_node"), 0)
@@ -45,8 +47,13 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         gpus = max((as_int(resource(m, "gpus", "gpu", "gpus_per_node"), 0) for m in members), default=0)
     cpus = as_int(resource(job, "cpus_per_task"), None) or max(1, as_int(job.threads, 1))
     extra = " ".join(x for x in (s.sbatch_extra, resource(job, "slurm_extra")) if x) or None
-    partition = resource(job, "slurm_partition", "partition", default=s.partition)
+    named = resource(job, "slurm_partition", "partition")
+    partition = named or s.partition
     runtime = as_int(resource(job, "runtime"))
+    if named is None and route is not None:
+        partition = route(Request(cpus=cpus, mem_mb=as_int(resource(job, "mem_mb")), runtime_min=runtime, gpus=gpus,
+                                  gpu_model=resource(job, "gpu_model"),
+                                  constraint=resource(job, "constraint", default=s.constraint))) or partition
     cap = max_minutes(partition)
     if runtime is not None and cap is not None and runtime > cap:
         runtime = cap  # the time-outs requeue it; the cell resumes (the executor says so)

@@ -17,8 +17,11 @@ checksums, the checkpoints. What a worker job's end means for the cells it held:
   the queue and another worker resumes them from their checkpoints (at most
   `max_attempts` lost workers per cell: a cell that brings down every node it runs
   on fails);
-- it ended otherwise (FAILED, OUT_OF_MEMORY, CANCELLED): the cell it held fails, naming
-  the job and its log; the other cells are untouched.
+- it ended OUT_OF_MEMORY: the cell it held is queued again for workers that ask
+  `oom_factor` times the memory, up to `mem_ceiling_mb` (default 4 times the cell's own
+  request); past it, the cell fails, saying so;
+- it ended otherwise (FAILED, CANCELLED): the cell it held fails, naming the job and its
+  log; the other cells are untouched.
 
 No Snakemake here: the executor plugin maps Snakemake's jobs to tasks and back.
 """
@@ -41,6 +44,18 @@ PUT_BACK = ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "TIMEOUT", "REQUEUED", "DEADL
 def job_of(worker: str) -> str:
     """The SLURM job of a worker's queue name: `slurm-<job>` or, for a slot, `slurm-<job>-<i>`."""
     return worker.removeprefix("slurm-").split("-")[0]
+
+
+def cause(result: dict) -> str:
+    """Why a cell failed, from its outcome in the queue: "cell" for an error of the cell's
+    own code or data (the engine's one-line errors exit 2; a Python traceback exits 1),
+    which would fail the same way again; "device" for a CUDA error (the node's GPU may be
+    at fault: worth another try); "worker" when its worker died under it."""
+    if result.get("workers_lost"):
+        return "worker"
+    if "CUDA" in str(result.get("error") or ""):
+        return "device"
+    return "cell" if result.get("rc") in (1, 2) else "worker"
 
 
 @dataclass
@@ -72,7 +87,10 @@ class Pool:
 
 class Pools:
     def __init__(self, folder: Path, max_workers: int, idle_s: float = 60.0, python: str | None = None,
-                 runtime_min: int | None = None, slots: int = 1, mps: str = "auto"):
+                 runtime_min: int | None = None, slots: int = 1, mps: str = "auto",
+                 oom_factor: float = 1.5, mem_ceiling_mb: int | None = None):
+        self.oom_factor = float(oom_factor)
+        self.mem_ceiling_mb = mem_ceiling_mb
         self.slots = max(1, int(slots))
         self.mps = mps
         self.folder = Path(folder)
@@ -139,8 +157,9 @@ class Pools:
         return sum(1 for job in self.all_jobs if Path(job.stdout).exists())
 
     def ended(self, job_id: str, state: str, success: bool) -> tuple[list[dict], list[dict]]:
-        """A worker job is over: what it still held goes back or fails. Returns the tasks
-        put back and the tasks failed."""
+        """A worker job is over: what it still held goes back, moves to workers with more
+        memory (OUT_OF_MEMORY), or fails. Returns the tasks put back or moved (each with
+        `why`) and the tasks failed."""
         for pool in self.pools.values():
             job = pool.workers.pop(job_id, None)
             if job is None:
@@ -149,13 +168,42 @@ class Pools:
             why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
                    f"{job.stderr})")
             back, failed = [], []
+            bigger = self.more_memory(pool.request) if state == "OUT_OF_MEMORY" else None
             for name in names:
                 held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
+                if bigger is not None:  # the same cell again, where it has more memory
+                    for tid, task in held.items():
+                        back.append({**task, "why": self.move(pool, name, tid, task, bigger)})
+                    continue
+                if state == "OUT_OF_MEMORY" and pool.request.mem_mb:
+                    why += (f"; {pool.request.mem_mb} MB times the retry factor would pass the ceiling "
+                            "(prunegen-mem-ceiling-mb): not retried")
                 lost = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
                 back += [{**t, "why": why} for tid, t in held.items() if tid not in lost]
                 failed += [{**t, "why": why} for tid, t in held.items() if tid in lost]
             return back, failed
         return [], []
+
+    def more_memory(self, request: Request) -> Request | None:
+        """The request with `oom_factor` times its memory, or None past `mem_ceiling_mb` (or
+        without a memory request to grow)."""
+        if not request.mem_mb:
+            return None
+        mem = math.ceil(request.mem_mb * self.oom_factor)
+        ceiling = self.mem_ceiling_mb or request.mem_mb * 4
+        return dataclasses.replace(request, mem_mb=mem) if mem <= ceiling else None
+
+    def move(self, pool: Pool, worker: str, tid: str, task: dict, request: Request) -> str:
+        """Queue a held task again for `request`'s workers; its old id's outcome says where it
+        went (the executor follows it). Returns why, for the log."""
+        target = self.pool(request)
+        new = target.queue.put({k: v for k, v in task.items() if k != "id"} | {
+            "oom": [*task.get("oom", []), pool.request.mem_mb]})
+        why = (f"out of memory at {pool.request.mem_mb} MB in worker job {job_of(worker)}: "
+               f"again with {request.mem_mb} MB")
+        pool.queue.finish(worker, tid, {"rc": None, "moved_to": {"task": new, "queue": str(target.queue.root)},
+                                        "error": why})
+        return why
 
     def stop(self) -> None:
         for pool in self.pools.values():
