@@ -44,9 +44,10 @@ def acct():
 
 
 def sacct_jobs(workdir: Path) -> list[dict]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1days", "-o", "JobID,State,Comment,WorkDir"],
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1days", "-o", "JobID,State,WorkDir,Comment"],
                          capture_output=True, text=True, check=True).stdout
-    rows = [dict(zip(("id", "state", "comment", "workdir"), line.split("|"))) for line in out.splitlines()]
+    # the comment last: an array's comment may hold '|'
+    rows = [dict(zip(("id", "state", "workdir", "comment"), line.split("|", 3))) for line in out.splitlines()]
     return [r for r in rows if r["workdir"] == str(workdir)]
 
 
@@ -160,7 +161,8 @@ def test_a_partition_limits_file_sends_gpu_cells_to_the_gpu_partition_and_merge_
                           capture_output=True, text=True, check=True).stdout.splitlines()
     where = {}
     for line in rows:
-        jid, part, comment, workdir, tres = line.split("|")
+        parts = line.split("|")  # a comment may hold '|' (an array's values): it is the middle
+        part, comment, workdir, tres = parts[1], "|".join(parts[2:-2]), parts[-2], parts[-1]
         if workdir == str(tmp_path):
             where.setdefault(comment.split(":")[0].split("[")[0], set()).add(part)
             if comment.startswith("prunegen-worker"):
