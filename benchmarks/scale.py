@@ -171,9 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
     res = {
         "cells": n, "snakemake_jobs_option": jobs, "cells_complete": cells_done, "slurm_jobs": slurm_side["jobs"],
         "workers": a.workers,
-        # every SLURM job but merge ran cells (cell jobs, or worker jobs)
-        "cells_per_job": cells_done / max(1, slurm_side["jobs"] - 1),
-        "worker_report": (w.group(0) if (w := re.search(r"\d+ cell\(s\) in \d+ worker job\(s\) \([\d.]+ cells per job\)", out))
+        # every SLURM job that ran, but merge, ran cells (cell jobs, or worker jobs; worker jobs
+        # still pending when the cells were done were cancelled, never started)
+        "cells_per_job": cells_done / max(1, slurm_side["jobs"] - slurm_side["states"].get("CANCELLED", 0) - 1),
+        "worker_report": (w.group(0) if (w := re.search(r"\d+ cell\(s\) in \d+ worker job\(s\) that ran \([^)]*\)", out))
                           else None),
         "slurm_job_states": slurm_side["states"],
         "sbatch_calls": count["sbatch"], "status_calls": {k: count[k] for k in ("sacct", "squeue")} | {

@@ -178,6 +178,7 @@ class Executor(RemoteExecutor):
                                          runtime_min=s.worker_runtime, slots=s.worker_slots, mps=s.worker_mps,
                                          oom_factor=s.oom_factor, mem_ceiling_mb=s.mem_ceiling_mb)
         self._claims_logged: set = set()
+        self._queues: Dict[str, object] = {}
         self.partitions = slurm_partitions.read(s.partition_limits) if s.partition_limits else None
         self._worker_states: Dict[str, str] = {}  # worker job -> its state at the last poll
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
@@ -231,6 +232,8 @@ class Executor(RemoteExecutor):
         if warm:
             self._queue_cells(warm)
             jobs = [j for j in jobs if not self._warm(j)]
+        if jobs and not warm:
+            self._release_idle_workers()
         batches: Dict[object, List[JobExecutorInterface]] = defaultdict(list)
         for job in jobs:
             try:
@@ -333,6 +336,24 @@ class Executor(RemoteExecutor):
                                  f"{request.mem_mb} MB, {request.runtime_min} min, partition "
                                  f"{request.partition or 'default'}.")
 
+    def _release_idle_workers(self) -> None:
+        """Other jobs go out (merge waits for every cell) and no cell is queued or running:
+        workers stop at once, and those still pending are cancelled, instead of holding
+        the CPUs and GPUs those jobs need for --prunegen-worker-idle-s."""
+        if not self.pools.pools or any(p.queue.todo() or p.queue.claims() for p in self.pools.pools.values()):
+            return
+        self.pools.stop()
+        pending = [w for w in self.pools.worker_ids() if self._worker_states.get(w, "PENDING") == "PENDING"]
+        if pending:
+            slurm_submit.cancel(pending)
+            self.logger.info(f"prunegen executor: no cell left to run: cancelled {len(pending)} pending worker job(s)")
+
+    def _queue(self, path: str):
+        """The queue at `path`, made once (a poll reads every active cell's outcome)."""
+        if path not in self._queues:
+            self._queues[path] = slurm_queue.Queue(path)
+        return self._queues[path]
+
     def _capped(self, request) -> Optional[int]:
         cap = self.max_minutes(request.partition)
         return min(request.runtime_min, cap) if cap and request.runtime_min else request.runtime_min
@@ -359,10 +380,10 @@ class Executor(RemoteExecutor):
         active = []
         for info in infos:
             aux = info.aux or {}
-            result = slurm_queue.Queue(aux["queue"]).result(aux["task"])
+            result = self._queue(aux["queue"]).result(aux["task"])
             while result is not None and result.get("moved_to"):  # queued again elsewhere (more memory)
                 aux.update(result["moved_to"])
-                result = slurm_queue.Queue(aux["queue"]).result(aux["task"])
+                result = self._queue(aux["queue"]).result(aux["task"])
             tid = aux["task"]
             if tid in claimed and (tid, claimed[tid][1]) not in self._claims_logged:
                 self._claims_logged.add((tid, claimed[tid][1]))
@@ -513,7 +534,7 @@ class Executor(RemoteExecutor):
         self.pools.stop()
         for j in active_jobs:
             if (j.aux or {}).get("task"):
-                slurm_queue.Queue(j.aux["queue"]).withdraw(j.aux["task"])
+                self._queue(j.aux["queue"]).withdraw(j.aux["task"])
         ids = [j.external_jobid for j in active_jobs if j.external_jobid and not (j.aux or {}).get("task")]
         ids += self.pools.worker_ids()
         if ids:

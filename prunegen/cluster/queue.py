@@ -55,6 +55,7 @@ class Queue:
         """Queue a task (a dict with at least `argv`); returns its id. Ids sort by time, so
         workers take tasks first in, first out."""
         tid = task.get("id") or f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+        (self.root / "stop").unlink(missing_ok=True)  # a queue that was told to stop has work again
         _write(self.root / "todo" / f"{tid}.json", {**task, "id": tid})
         return tid
 
