@@ -324,7 +324,7 @@ class Executor(RemoteExecutor):
             self.sbatch_calls += got.sbatch_calls
             for _, why in got.failed[:1]:
                 self.logger.error(f"prunegen executor: sbatch refused {len(got.failed)} worker job(s): {why.strip()}")
-            jobs = [slurm_workers.WorkerJob(sub.job_id, pool, str(sub.stdout), str(sub.stderr))
+            jobs = [slurm_workers.WorkerJob(sub.job_id, str(sub.stdout), str(sub.stderr))
                     for _, sub in got.submitted]
             self.pools.started(pool, jobs)
             for sj, sub in got.submitted:
@@ -342,11 +342,18 @@ class Executor(RemoteExecutor):
         the CPUs and GPUs those jobs need for --prunegen-worker-idle-s."""
         if not self.pools.pools or any(p.queue.todo() or p.queue.claims() for p in self.pools.pools.values()):
             return
+        cancelled = self._stop_workers()
+        if cancelled:
+            self.logger.info(f"prunegen executor: no cell left to run: cancelled {cancelled} pending worker job(s)")
+
+    def _stop_workers(self) -> int:
+        """Running workers exit after their cell (the queues' stop file); pending ones, which
+        would find nothing to do, are cancelled. Returns how many were."""
         self.pools.stop()
         pending = [w for w in self.pools.worker_ids() if self._worker_states.get(w, "PENDING") == "PENDING"]
         if pending:
             slurm_submit.cancel(pending)
-            self.logger.info(f"prunegen executor: no cell left to run: cancelled {len(pending)} pending worker job(s)")
+        return len(pending)
 
     def _queue(self, path: str):
         """The queue at `path`, made once (a poll reads every active cell's outcome)."""
@@ -367,7 +374,6 @@ class Executor(RemoteExecutor):
             if st is not None and st.done:
                 self.watcher.forget(wid)
                 back, failed = self.pools.ended(wid, st.state, st.outcome == "success")
-                self._start_workers()  # for cells moved to workers with more memory
                 for t in back:
                     self.logger.info(f"prunegen executor: {t.get('label')} back in the queue: {t['why']}")
                 joblog.append(self.folder, [{"job_id": wid, "label": t.get("label", ""), "dirs": t.get("dirs", []),
@@ -518,11 +524,8 @@ class Executor(RemoteExecutor):
     def shutdown(self):
         super().shutdown()
         if self.pools.pools:
-            self.pools.stop()  # running workers exit now, not after --prunegen-worker-idle-s
-            pending = [w for w in self.pools.worker_ids() if self._worker_states.get(w, "PENDING") == "PENDING"]
-            if pending:  # never started: nothing left for them to do
-                slurm_submit.cancel(pending)
-            self.logger.info(f"prunegen executor: {self.pools.summary(self.pools.ran())}")
+            self._stop_workers()  # now, not after --prunegen-worker-idle-s
+            self.logger.info(f"prunegen executor: {self.pools.summary()}")
         if self.sbatch_calls:
             self.logger.info(
                 f"prunegen executor: {self.jobs_submitted} job(s) in {self.sbatch_calls} sbatch call(s); "

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .queue import ENV, Queue
+from .queue import ENV, Queue, exit_words
 
 FOLDER = ".snakemake/prunegen-warm"  # under Snakemake's working directory, one queue per run
 
@@ -62,8 +62,7 @@ class Pool:
                 if rc is None:
                     continue
                 del self.procs[name]
-                how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
-                self.q.orphans(name, f"its warm process ({name}, pid {proc.pid}) ended ({how}) while running "
+                self.q.orphans(name, f"its warm process ({name}, pid {proc.pid}) ended ({exit_words(rc)}) while running "
                                "it: killed, or out of memory? See " + str(self.q.root / "workers.log"),
                                put_back=False)
             busy = sum(len(v) for v in self.q.claims().values())

@@ -28,9 +28,16 @@ import uuid
 from pathlib import Path
 
 ENV = "PRUNEGEN_WARM"  # the queue folder a cell job sends its cell to (prunegen.cli run-cell)
-STOPPED_RC = "stopped"  # a result's key: the cell was stopped (checkpoint saved), not failed
 
 
+def exit_words(rc: int) -> str:
+    """A process's exit status as words: "exit 1", "signal SIGKILL"."""
+    return f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ \
+        else f"exit {rc}"
+
+
+# Not records.store's atomic_write: that module imports pyarrow, which the client side of
+# every warm cell job (this module alone) should not pay for.
 def _write(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj))
@@ -156,7 +163,7 @@ def run_through(queue_dir: str | os.PathLike, argv: list[str], threads: int, out
     have). SIGTERM or SIGINT here stops the cell where it is (its worker checkpoints it)."""
     out = out or sys.stdout
     q = Queue(queue_dir)
-    tid = q.put({"argv": list(argv), "threads": int(threads), "log": None, "cwd": os.getcwd()})
+    tid = q.put({"argv": list(argv), "threads": int(threads), "log": None})
     log = q.log_path(tid)
     asked: list[int] = []
 

@@ -40,7 +40,7 @@ import torch
 
 from ..engine import allocator, data, stopping  # a worker is the process that trains
 from ..records import layout, store
-from .queue import ENV, Queue
+from .queue import ENV, Queue, exit_words
 
 
 class _CellLog(logging.Handler):
@@ -82,7 +82,6 @@ class Worker:
         self.log = _CellLog()
 
     def serve(self) -> int:
-
         os.environ.pop(ENV, None)  # the cells it runs run here, not through a queue again
         allocator.keep_freed_memory()
         data.keep_loaded(2)  # a study's cells read one or two datasets
@@ -114,12 +113,10 @@ class Worker:
         return self.parent_pid is None or os.getppid() == self.parent_pid
 
     def run(self, task: dict) -> None:
-
         tid = task["id"]
         log_path = Path(task.get("log") or self.q.log_path(tid))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(int(task.get("threads", 1)))
-        stopping.reset()
         done = threading.Event()
         watch = threading.Thread(target=self._watch_cancel, args=(tid, done), daemon=True)
         watch.start()
@@ -162,7 +159,6 @@ class Worker:
             stopping.reset()  # that cell's stop, not this worker's
 
     def _watch_cancel(self, tid: str, done: threading.Event) -> None:
-
         while not done.wait(0.2):
             if self.q.cancelled(tid) or not self._parent_alive():
                 stopping.ask(signal.SIGTERM)
@@ -215,8 +211,7 @@ def run_slots(q: Queue, name: str, slots: int, idle_s: float, mps: str = "auto")
     codes = [p.wait() for p in procs]
     for i, rc in enumerate(codes):
         if rc < 0 or rc not in (0, 128 + signal.SIGTERM, 128 + signal.SIGUSR2):
-            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
-            q.orphans(f"{name}-{i}", f"its worker process {name}-{i} ended ({how}) while running it: killed, "
+            q.orphans(f"{name}-{i}", f"its worker process {name}-{i} ended ({exit_words(rc)}) while running it: killed, "
                       "or out of memory?", put_back=False)
     if daemon:
         subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env=env, timeout=30)

@@ -90,7 +90,7 @@ def test_a_cell_whose_worker_ran_out_of_memory_is_queued_again_with_more_up_to_a
     for n in range(3):
         job = f"5{n}_0"
         task = pool.queue.claim(f"slurm-{job}")
-        pools.started(pool, [WorkerJob(job, pool)])
+        pools.started(pool, [WorkerJob(job)])
         back, failed = pools.ended(job, "OUT_OF_MEMORY", success=False)
         mems.append(pool.request.mem_mb)
         if failed:

@@ -18,6 +18,7 @@ from typing import Sequence
 import submitit
 import submitit.helpers
 
+from ..queue import exit_words
 from .request import SlurmError
 
 
@@ -67,8 +68,7 @@ class ShellJob(submitit.helpers.Checkpointable):
         rc = self._proc.wait()
         self._proc = None
         if rc != 0:
-            how = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.Signals._value2member_map_ else f"exit {rc}"
-            raise SlurmError(f"{self.label or 'command'} failed ({how}): {self.command}")
+            raise SlurmError(f"{self.label or 'command'} failed ({exit_words(rc)}): {self.command}")
         print(f"[prunegen.slurm] {self.label or 'job'}: done", flush=True)
         return rc
 

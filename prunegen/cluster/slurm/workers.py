@@ -61,7 +61,6 @@ def cause(result: dict) -> str:
 @dataclass
 class WorkerJob:
     job_id: str
-    pool: "Pool"
     stdout: str = ""
     stderr: str = ""
 
@@ -72,7 +71,6 @@ class Pool:
     request: Request
     queue: Queue
     workers: dict[str, WorkerJob] = field(default_factory=dict)  # live worker jobs by SLURM id
-    submitted: int = 0
 
     def busy(self) -> int:
         """Cells held by this pool's live worker jobs (a job with slots holds several)."""
@@ -150,7 +148,6 @@ class Pools:
         for job in jobs:
             pool.workers[job.job_id] = job
             self.all_jobs.append(job)
-        pool.submitted += len(jobs)
 
     def ran(self) -> int:
         """Worker jobs that started: submitit writes a job's log as it starts."""
@@ -209,9 +206,9 @@ class Pools:
         for pool in self.pools.values():
             pool.queue.stop()
 
-    def summary(self, ran: int) -> str:
-        """`ran`: the worker jobs that started (the others were cancelled at the end, pending)."""
-        jobs = sum(p.submitted for p in self.pools.values())
+    def summary(self) -> str:
+        """Cells done over the worker jobs that started (the others were cancelled, pending)."""
+        jobs, ran = len(self.all_jobs), self.ran()
         per = self.cells_done / ran if ran else math.nan
         return (f"{self.cells_done} cell(s) in {ran} worker job(s) that ran ({per:.1f} cells per job; "
                 f"{jobs} submitted)")
