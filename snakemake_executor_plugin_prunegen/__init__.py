@@ -54,6 +54,7 @@ from prunegen.cluster import dag, joblog
 from prunegen.cluster import queue as slurm_queue
 from prunegen.cluster.slurm import partitions as slurm_partitions
 from prunegen.cluster.slurm import request as slurm_request
+from prunegen.cluster.slurm import retry as slurm_retry
 from prunegen.cluster.slurm import status as slurm_status
 from prunegen.cluster.slurm import submit as slurm_submit
 from prunegen.cluster.slurm import workers as slurm_workers
@@ -128,10 +129,18 @@ class ExecutorSettings(ExecutorSettingsBase):
                 "has nvidia-cuda-mps-control), 'on' (fail without it), 'off'.",
         choices=["auto", "on", "off"])
     oom_factor: float = _setting(
-        1.5, "A cell whose worker job ran OUT_OF_MEMORY is queued again for workers asking this "
-             "many times its memory.")
+        1.5, "A job killed for memory (OUT_OF_MEMORY, or SLURM's 'exceeded memory limit' in its "
+             "log) is retried asking this many times its memory; a cell of a worker job is queued "
+             "again for workers asking that (prunegen.cluster.slurm.retry).")
     mem_ceiling_mb: Optional[int] = _setting(
-        None, "The most memory such retries may ask for (default: 4 times the cell's own request).")
+        None, "The most memory such retries may ask for (default: 4 times the job's own request).")
+    node_failures: int = _setting(
+        2, "A node where this many jobs failed for node-level reasons (NODE_FAIL, BOOT_FAIL, a "
+           "CUDA/NCCL error, a job that failed before its command started) within "
+           "--prunegen-node-window-s is excluded (sbatch --exclude) from every later job of the run.")
+    node_window_s: int = _setting(
+        3600, "The window, in seconds, in which --prunegen-node-failures node-level failures "
+              "exclude a node.")
     worker_idle_s: int = _setting(
         60, "A worker job exits after this many seconds without a cell to run.")
     worker_runtime: Optional[int] = _setting(
@@ -181,14 +190,27 @@ class Executor(RemoteExecutor):
         self._queues: Dict[str, object] = {}
         self.partitions = slurm_partitions.read(s.partition_limits) if s.partition_limits else None
         self._worker_states: Dict[str, str] = {}  # worker job -> its state at the last poll
+        self.nodes = slurm_retry.Nodes(failures=s.node_failures, window_s=s.node_window_s)
+        self._memory: Dict[str, int] = {}  # job label -> memory of its next try (it ran out)
+        self._first_memory: Dict[str, int] = {}  # job label -> its own request (the ceiling's base)
+        self._node_retries: Dict[str, int] = defaultdict(int)  # job label -> retries on other nodes
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
                          f"(cancel this run's jobs: scancel --name={self.job_name}), files in {self.folder}")
 
     # ---------------------------------------------------------------- requests
     def request(self, job: JobExecutorInterface):
-        """What SLURM is asked for on behalf of ``job`` (a rule job or a group job)."""
-        return requests.request(job, self.settings, self.job_name, self.max_minutes,
-                                route=self._route if self.partitions else None)
+        """What SLURM is asked for on behalf of ``job`` (a rule job or a group job): a job that
+        ran out of memory asks what its retry was given."""
+        request = requests.request(job, self.settings, self.job_name, self.max_minutes,
+                                   route=self._route if self.partitions else None)
+        grown = self._memory.get(requests.label(job))
+        return dataclasses.replace(request, mem_mb=grown) if grown else request
+
+    def _excluding(self, request):
+        """``request`` leaving out the nodes excluded so far (applied as a job is sent, so a
+        cell's worker pool does not change with the list)."""
+        exclude = self.nodes.exclude()
+        return dataclasses.replace(request, exclude=exclude) if exclude else request
 
     def _route(self, request) -> Optional[str]:
         return slurm_partitions.best(self.partitions, request)
@@ -245,7 +267,7 @@ class Executor(RemoteExecutor):
                   for i in range(0, len(batch), size)]
         s = self.settings
         for request, batch in chunks:
-            request = dataclasses.replace(request, comment=requests.comment(batch))
+            request = self._excluding(dataclasses.replace(request, comment=requests.comment(batch)))
             try:
                 shell_jobs = [ShellJob(self.job_command(j, request.cpus), self.workdir, label=requests.label(j),
                                        progress_dirs=requests.progress_dirs(j), time_limit_min=request.runtime_min)
@@ -275,7 +297,8 @@ class Executor(RemoteExecutor):
                 f"Submitted {len(got.submitted)} job(s) as SLURM "
                 f"{'array' if len(got.submitted) > 1 else 'job'} {','.join(bases)} "
                 f"({request.job_name} {request.comment}: {request.cpus} CPU, {request.gpus} GPU, "
-                f"{request.mem_mb} MB, {request.runtime_min} min, partition {request.partition or 'default'}).")
+                f"{request.mem_mb} MB, {request.runtime_min} min, partition {request.partition or 'default'}"
+                + (f", excluding {request.exclude}" if request.exclude else "") + ").")
             self._say_time_cap(batch, request)
             self._record_jobs(got.submitted)
             for sj, sub in got.submitted:
@@ -311,7 +334,7 @@ class Executor(RemoteExecutor):
             request = self.pools.worker_request(pool)
             if self.partitions and self.pools.slots > 1:  # a worker with slots asks more than its cells
                 request = dataclasses.replace(request, partition=self._route(request) or request.partition)
-            request = dataclasses.replace(request, runtime_min=self._capped(request))
+            request = self._excluding(dataclasses.replace(request, runtime_min=self._capped(request)))
             shell_jobs = [ShellJob(self.pools.command(pool), self.workdir, label="prunegen worker",
                                    time_limit_min=request.runtime_min) for _ in range(n)]
             try:
@@ -373,7 +396,17 @@ class Executor(RemoteExecutor):
                 self._worker_states[wid] = st.state
             if st is not None and st.done:
                 self.watcher.forget(wid)
-                back, failed = self.pools.ended(wid, st.state, st.outcome == "success")
+                state = st.state
+                if st.outcome != "success":
+                    worker = next((p.workers[wid] for p in self.pools.pools.values() if wid in p.workers), None)
+                    logs = [worker.stdout, worker.stderr] if worker else []
+                    cause = slurm_retry.classify(state, logs, started_log=logs[0] if logs else None)
+                    if cause == "memory":
+                        state = "OUT_OF_MEMORY"  # the held cells move to workers with more memory
+                    elif cause == "node":
+                        self._node_failed(wid, st, "worker job")
+                        state = "NODE_FAIL"  # not the cells' fault: they go back to the queue
+                back, failed = self.pools.ended(wid, state, st.outcome == "success")
                 for t in back:
                     self.logger.info(f"prunegen executor: {t.get('label')} back in the queue: {t['why']}")
                 joblog.append(self.folder, [{"job_id": wid, "label": t.get("label", ""), "dirs": t.get("dirs", []),
@@ -475,8 +508,61 @@ class Executor(RemoteExecutor):
             if st.outcome == "success":
                 self.report_job_success(job_info)
             else:
-                self.report_job_error(job_info, msg=self._failure_message(job_info, st),
+                why = self._retry_by_cause(job_info, st)
+                self.report_job_error(job_info, msg=self._failure_message(job_info, st) + why,
                                       aux_logs=self._logs(job_info))
+
+    def _retry_by_cause(self, job_info: SubmittedJobInfo, st) -> str:
+        """Read why a job failed and set up its retry (prunegen.cluster.slurm.retry): more
+        memory after an out-of-memory kill; another node after a node-level failure (the node
+        excluded after --prunegen-node-failures); none after the cell's own error. A retry
+        for memory or a node does not use up one of Snakemake's --retries (the job was not at
+        fault); each is bounded (the memory ceiling; one per excluded node). Returns the line
+        that says so, also logged to the run's jobs.jsonl."""
+        aux, job = job_info.aux or {}, job_info.job
+        label = aux.get("label") or requests.label(job)
+        cell_log = str(job.log[0]) if not job.is_group() and job.log else None
+        cause = slurm_retry.classify(st.state, self._logs(job_info), cell_log=cell_log, started_log=aux.get("stdout"))
+        request = aux.get("request")
+        if cause == "memory":
+            mem = request.mem_mb if request else None
+            first = self._first_memory.setdefault(label, mem or 0)
+            grown = slurm_retry.more_memory(mem, self.settings.oom_factor,
+                                            self.settings.mem_ceiling_mb or (4 * first if first else None))
+            if grown:
+                self._memory[label] = grown
+                job.attempt = max(1, job.attempt - 1)  # not the job's fault: a retry of its own
+                why = f"out of memory at {mem} MB: retried with {grown} MB"
+            else:
+                job.attempt = max(job.attempt, job.restart_times + 1)
+                why = (f"out of memory at {mem} MB: {self.settings.oom_factor}x would pass the ceiling "
+                       "(--prunegen-mem-ceiling-mb): not retried")
+        elif cause == "node":
+            excluded = self._node_failed(job_info.external_jobid, st, label)
+            self._node_retries[label] += 1
+            if self._node_retries[label] <= max(1, len(self.nodes.excluded)):
+                job.attempt = max(1, job.attempt - 1)
+            why = (f"a node-level failure on {st.nodes or 'an unknown node'}: retried"
+                   + (f" without {', '.join(excluded)}" if excluded else "")
+                   + (f" (excluding {self.nodes.exclude()})" if self.nodes.exclude() else ""))
+        elif cause == "cell":
+            job.attempt = max(job.attempt, job.restart_times + 1)
+            why = f"an error of the cell's own code or data (see {cell_log}): not retried"
+        else:
+            why = "retried as Snakemake's --retries allow" if job.attempt <= job.restart_times else "no retries left"
+        joblog.append(self.folder, [{"job_id": job_info.external_jobid, "label": label, "dirs": aux.get("dirs", []),
+                                     "outcome": "failed", "cause": cause, "detail": f"{st.state}: {why}"}])
+        self.logger.info(f"prunegen executor: {label} (SLURM job {job_info.external_jobid}, {st.state}): {why}")
+        return f"cause: {cause}: {why}\n"
+
+    def _node_failed(self, job_id: str, st, what: str) -> List[str]:
+        """Count a node-level failure on the job's nodes; say which nodes are now excluded."""
+        excluded = self.nodes.failed(st.nodes)
+        if excluded:
+            self.logger.warning(f"prunegen executor: excluding node(s) {', '.join(excluded)} from this run's "
+                                f"jobs after {self.settings.node_failures} node-level failure(s) (last: "
+                                f"{what}, SLURM job {job_id}, {st.state}); --exclude={self.nodes.exclude()}")
+        return excluded
 
     def _log_pending_reasons(self, active_jobs: List[SubmittedJobInfo], statuses) -> None:
         """One line per poll in which a pending job's reason changed (or a job began to pend),
@@ -523,6 +609,8 @@ class Executor(RemoteExecutor):
 
     def shutdown(self):
         super().shutdown()
+        if self.nodes.seen:
+            self.logger.info(f"prunegen executor: {self.nodes.report()}")
         if self.pools.pools:
             self._stop_workers()  # now, not after --prunegen-worker-idle-s
             self.logger.info(f"prunegen executor: {self.pools.summary()}")

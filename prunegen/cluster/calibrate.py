@@ -29,7 +29,6 @@ from ..engine.splits import Split, Splits
 from ..engine.training import evaluate, make_optimizer, train_epoch, use_channels_last
 from ..records.store import write_json
 from ..study.grid import Study
-from ..study import shapes
 from ..study.hparams import Benchmark
 from .plan import calibration_path
 

@@ -6,6 +6,7 @@ and its log paths), since an array's `--comment` names the batch, not each task;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ class Job:
     # queue ("queued": its worker was lost); "" for a cell's own job.
     outcome: str = ""
     detail: str = ""
+    # A job sent again after a failure: why the last one failed and what its retry changed
+    # (the executor's retry by cause: "OUT_OF_MEMORY: out of memory at 300 MB: retried with 450 MB").
+    retried: str = ""
 
 
 def append(run_folder: Path, jobs: list[dict]) -> None:
@@ -38,6 +42,7 @@ def append(run_folder: Path, jobs: list[dict]) -> None:
 def read_jobs(workdir: Path, folder: str = SUBMITIT_FOLDER) -> dict[str, Job]:
     """Cell folder (absolute) -> its latest job, over every run's jobs.jsonl in `workdir`."""
     out: dict[str, Job] = {}
+    failures: dict[str, str] = {}  # cell folder -> why its last job failed
     for path in sorted((Path(workdir) / folder).glob(f"*/{JOBS_FILE}")):  # run folders sort by time
         for line in path.read_text().splitlines():
             try:
@@ -47,5 +52,8 @@ def read_jobs(workdir: Path, folder: str = SUBMITIT_FOLDER) -> dict[str, Job]:
             job = Job(str(row["job_id"]), row.get("label", ""), row.get("stdout", ""), row.get("stderr", ""),
                       row.get("outcome", ""), row.get("detail", ""))
             for d in row.get("dirs", []):
-                out[str(Path(d).absolute())] = job
+                d = str(Path(d).absolute())
+                if job.outcome == "failed":
+                    failures[d] = job.detail
+                out[d] = job if job.outcome or d not in failures else dataclasses.replace(job, retried=failures[d])
     return out

@@ -97,9 +97,9 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
             out.append(CellView(c, "queued", f"back in the queue: {job.detail}", "", epochs_done(c), epochs))
         elif st is not None and st.state in ("PENDING", "UNKNOWN") and st.outcome == "active":
             reason = st.reason if st.state == "PENDING" else "submitted; not in SLURM's accounting yet"
-            out.append(CellView(c, "pending", reason or "waiting", job.job_id, 0, epochs))
+            out.append(CellView(c, "pending", (reason or "waiting") + _retry(job), job.job_id, 0, epochs))
         elif st is not None and st.outcome == "active":
-            out.append(CellView(c, "running", st.state.lower(), job.job_id, epochs_done(c), epochs))
+            out.append(CellView(c, "running", st.state.lower() + _retry(job), job.job_id, epochs_done(c), epochs))
         elif st is not None:  # ended without complete records
             log_path = job.stderr or job.stdout
             what = st.state + (f" ({st.reason})" if st.reason else "")
@@ -111,6 +111,11 @@ def look(study: Study, cells: list[Cell], jobs: dict[str, Job], poll: Poll | Non
         else:
             out.append(CellView(c, "queued", checks[c.relpath].state, "", epochs_done(c), epochs))
     return out
+
+
+def _retry(job: Job) -> str:
+    """A retried job: why the one before failed and what the retry changed."""
+    return f"; a retry after {job.retried}" if job.retried else ""
 
 
 def seconds_per_epoch(views: list[CellView]) -> dict[str, float]:

@@ -101,3 +101,79 @@ def test_a_cell_whose_worker_ran_out_of_memory_is_queued_again_with_more_up_to_a
     assert mems == [1000, 1500, 2250] and pool.request.mem_mb == 2250
     assert failed and "2250 MB times the retry factor would pass the ceiling" in failed[0]["why"]
     assert pool.queue.result(task["id"])["rc"] == 1
+
+
+# ---------------------------------------------------------------- retry by cause (item 1, 2)
+from prunegen.cluster import joblog  # noqa: E402
+from prunegen.cluster.slurm import retry  # noqa: E402
+from prunegen.cluster.slurm.request import Request as _Request  # noqa: E402
+
+
+def _log(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_failure_is_read_for_its_cause(tmp_path):
+    started = _log(tmp_path, "out", "[prunegen.slurm] cell: SLURM job 7 (restart 0) on n1\n")
+    never = _log(tmp_path, "never", "")
+    # slurmstepd's OverMemoryKill: the job ends FAILED, not OUT_OF_MEMORY
+    oom = _log(tmp_path, "err", "slurmstepd-n1: error: StepId=7.0 exceeded memory limit (3 > 2), being killed\n")
+    assert retry.classify("FAILED", [started, oom], started_log=started) == "memory"
+    assert retry.classify("OUT_OF_MEMORY", [started], started_log=started) == "memory"
+    assert retry.classify("NODE_FAIL", [started], started_log=started) == "node"
+    # a job that failed before its command started: the node's environment, not the cell
+    assert retry.classify("FAILED", [never], started_log=never) == "node"
+    cell_log = _log(tmp_path, "cell.log", "Traceback (most recent call last):\n  ...\nValueError: bad\n")
+    assert retry.classify("FAILED", [started], cell_log=cell_log, started_log=started) == "cell"
+    cuda = _log(tmp_path, "cuda.log", "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access\n")
+    assert retry.classify("FAILED", [started], cell_log=cuda, started_log=started) == "node"
+    assert retry.classify("TIMEOUT", [started], started_log=started) == "other"
+    assert retry.classify("FAILED", [tmp_path / "missing"], started_log=started) == "other"
+
+
+def test_node_names_are_validated_and_expanded():
+    assert retry.expand_nodes("gpu[01-03,07],cpu5") == ["gpu01", "gpu02", "gpu03", "gpu07", "cpu5"]
+    for bad in ("None", "None assigned", "", "(null)", "a b"):
+        assert retry.expand_nodes(bad) == [], bad
+    assert not retry.valid_node("None") and not retry.valid_node("") and retry.valid_node("node2")
+
+
+def test_a_node_is_excluded_after_its_failures_within_the_window():
+    now = [0.0]
+    nodes = retry.Nodes(failures=2, window_s=100, clock=lambda: now[0])
+    assert nodes.failed("n1") == [] and nodes.exclude() is None  # one failure: not yet
+    now[0] = 150.0  # the first is out of the window
+    assert nodes.failed("n1") == []
+    now[0] = 160.0
+    assert nodes.failed("n[1-2]") == ["n1"] and nodes.exclude() == "n1"
+    assert nodes.failed("None") == [] and nodes.exclude() == "n1"  # never --exclude=None
+    assert "n1 (after 2 node-level failure(s))" in nodes.report()
+
+
+def test_the_exclude_list_reaches_sbatch_with_the_researchers_own():
+    p = _Request(exclude="n1,n2").submitit_parameters()
+    assert p["exclude"] == "n1,n2"
+    p = _Request(exclude="n2", extra="--exclude=n9").submitit_parameters()
+    assert p["exclude"] == "n9,n2" and "exclude" not in p.get("additional_parameters", {})
+    assert "exclude" not in _Request().submitit_parameters()
+
+
+def test_memory_grows_by_the_factor_up_to_the_ceiling():
+    assert retry.more_memory(1000, 1.5, None) == 1500
+    assert retry.more_memory(3000, 1.5, 4000) is None
+    assert retry.more_memory(None, 1.5, None) is None
+
+
+def test_a_retried_job_carries_why_the_last_one_failed(tmp_path):
+    run = tmp_path / ".snakemake" / "submitit" / "20260101T000000-abc"
+    run.mkdir(parents=True)
+    cell = str(tmp_path / "cell")
+    joblog.append(run, [{"job_id": "7", "label": "c", "dirs": [cell]}])
+    joblog.append(run, [{"job_id": "7", "label": "c", "dirs": [cell], "outcome": "failed", "cause": "memory",
+                         "detail": "FAILED: out of memory at 300 MB: retried with 450 MB"}])
+    assert joblog.read_jobs(tmp_path)[cell].outcome == "failed"
+    joblog.append(run, [{"job_id": "8", "label": "c", "dirs": [cell]}])
+    job = joblog.read_jobs(tmp_path)[cell]
+    assert job.job_id == "8" and job.retried == "FAILED: out of memory at 300 MB: retried with 450 MB"

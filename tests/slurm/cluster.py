@@ -17,6 +17,7 @@ where it fails instead, so that CI never silently skips SLURM tests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -215,3 +216,16 @@ def wait_sacct(job_id: str | int, timeout: float = 60, poll: float = 0.2) -> str
         if state in TERMINAL_STATES or time.monotonic() > deadline:
             return state or "<no sacct row>"
         time.sleep(poll)
+
+
+@contextlib.contextmanager
+def broken_node(name: str = "node2"):
+    """`name` broken while in the block: its tasks cannot start Python (the cluster's
+    TaskProlog, tests/slurm/start.sh), as on a node whose software or file system is
+    broken. The second node, node2, is only in partition "flaky"."""
+    flag = state_dir() / "broken-nodes"
+    flag.write_text(name + "\n")
+    try:
+        yield name
+    finally:
+        flag.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ MIN_JOB_AGE="${PRUNEGEN_SLURM_MIN_JOB_AGE:-60}"
 WAIT_S="${PRUNEGEN_SLURM_WAIT_S:-60}"
 export SLURM_CONF="$DIR/slurm.conf"
 # Bump when the generated slurm.conf changes: a cluster running an older one is restarted.
-CONF_REV=2
+CONF_REV=4
 T0=$(date +%s.%N)
 
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
@@ -66,10 +66,10 @@ alive() {
     [ -s "$pidf" ] || return 1
     pid=$(tr -dc 0-9 < "$pidf")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${1%%-*}" ]  # slurmd-node2: a slurmd
 }
 running_mode() {
-    alive slurmctld && alive slurmd || return 1
+    alive slurmctld && alive slurmd-localhost && alive slurmd-node2 || return 1
     [ -s "$DIR/mode" ] || return 1
     [ "$(cat "$DIR/conf-rev" 2>/dev/null)" = "$CONF_REV" ] || return 1
     local m; m=$(cat "$DIR/mode")
@@ -131,7 +131,7 @@ done
 # --- config ----------------------------------------------------------------
 NCPU=$(nproc)
 MEM_MB=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
-mkdir -p "$DIR/state" "$DIR/spool"
+mkdir -p "$DIR/state" "$DIR/spool/localhost" "$DIR/spool/node2"
 # A GPU-less node that still accepts GPU requests: gres.conf needs File= to
 # be a character device, or slurmd drops the GRES and the node goes INVAL.
 ln -sfn /dev/null "$DIR/fake-gpu0"
@@ -143,7 +143,10 @@ AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=30"
+# A step past its memory request is killed (OUT_OF_MEMORY), as cgroups do on real clusters;
+# polled every 2 s, so a cell that overshoots is caught within seconds.
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=2"
 else
     ACCT="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
@@ -161,11 +164,11 @@ AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 SlurmctldPort=6817
@@ -186,22 +189,42 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 MailProg=/bin/true
+# A node named in $DIR/broken-nodes is broken: its tasks cannot start Python (tests/slurm/cluster.py
+# broken_node), as on a node whose software or file system is broken.
+TaskProlog=$DIR/task-prolog.sh
 JobCompType=jobcomp/none
 $ACCT
+# A second node on this machine (its own slurmd on 127.0.0.2:6820), only in partition "flaky":
+# tests make it a broken node (tests/slurm/broken-node.sh) and see it excluded.
+NodeName=node2 NodeHostname=node2 NodeAddr=127.0.0.2 Port=6820 CPUs=$NCPU RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
+# After node2: SLURM takes every node name for a lone node called "localhost"
+# (_find_node_record), so node2 would read as a duplicate of it.
 NodeName=localhost CPUs=$NCPU RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
 # Preemption: a job in "high" requeues the "debug"/"short" jobs it needs the CPUs of.
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE PriorityTier=1 State=UP
-PartitionName=high Nodes=ALL MaxTime=INFINITE PriorityTier=2 State=UP
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE PriorityTier=1 State=UP
+PartitionName=high Nodes=localhost MaxTime=INFINITE PriorityTier=2 State=UP
 # A one-minute MaxTime: cells longer than that go through time-out -> requeue -> resume.
-PartitionName=short Nodes=ALL MaxTime=1 PriorityTier=1 State=UP
+PartitionName=short Nodes=localhost MaxTime=1 PriorityTier=1 State=UP
+PartitionName=flaky Nodes=localhost,node2 MaxTime=INFINITE PriorityTier=1 State=UP
 CONF
 mv "$DIR/slurm.conf.new" "$DIR/slurm.conf"
+
+cat > "$DIR/task-prolog.sh" <<PROLOG
+#!/bin/sh
+# Run by slurmstepd before each task; "export X=Y" lines set the task's environment.
+if grep -qx "\$SLURMD_NODENAME" "$DIR/broken-nodes" 2>/dev/null; then
+    echo "export PYTHONHOME=/nonexistent/broken-node"
+fi
+PROLOG
+chmod 755 "$DIR/task-prolog.sh"
+rm -f "$DIR/broken-nodes"
 
 cat > "$DIR/gres.conf" <<CONF
 AutoDetect=off
 NodeName=localhost Name=gpu File=$DIR/fake-gpu0
+NodeName=node2 Name=gpu File=$DIR/fake-gpu0
 CONF
 
 # Client commands read /etc/slurm/slurm.conf: point it at ours.
@@ -306,28 +329,32 @@ fi
 # --- slurmctld + slurmd ----------------------------------------------------
 start_daemon slurmctld "scontrol ping | grep -q UP" slurmctld -f "$SLURM_CONF"
 log "slurmctld up"
-start_daemon slurmd true slurmd -f "$SLURM_CONF" -N localhost
+start_daemon slurmd-localhost true slurmd -f "$SLURM_CONF" -N localhost
+start_daemon slurmd-node2 true slurmd -f "$SLURM_CONF" -N node2
 
-resumed=0
-state=""
-deadline=$(( $(date +%s) + WAIT_S ))
-while [ "$(date +%s)" -lt "$deadline" ]; do
-    state=$(sinfo -h -N -n localhost -o %T 2>/dev/null | head -n1)
+# Both nodes up (a node that registered DOWN after a restart is resumed once).
+for node in localhost node2; do
+    resumed=0
+    state=""
+    deadline=$(( $(date +%s) + WAIT_S ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        state=$(sinfo -h -N -n "$node" -o %T 2>/dev/null | head -n1)
+        case "$state" in
+            idle|mixed|allocated|completing) break ;;
+            *down*|*drain*|*fail*)
+                if [ "$resumed" = 0 ] && alive "slurmd-$node"; then
+                    scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
+                    resumed=1
+                fi ;;
+        esac
+        alive "slurmd-$node" || die "slurmd of $node exited"
+        sleep 0.2
+    done
     case "$state" in
-        idle|mixed|allocated|completing) break ;;
-        *down*|*drain*|*fail*)
-            if [ "$resumed" = 0 ] && alive slurmd; then
-                scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
-                resumed=1
-            fi ;;
+        idle|mixed|allocated|completing) ;;
+        *) scontrol show node "$node" >&2 || true; die "node $node state is '$state' after ${WAIT_S}s" ;;
     esac
-    alive slurmd || die "slurmd exited"
-    sleep 0.2
 done
-case "$state" in
-    idle|mixed|allocated|completing) ;;
-    *) scontrol show node localhost >&2 || true; die "node state is '$state' after ${WAIT_S}s" ;;
-esac
 
 echo "$MODE" > "$DIR/mode"
 echo "$CONF_REV" > "$DIR/conf-rev"

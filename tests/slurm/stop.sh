@@ -34,7 +34,7 @@ pid_of() {
     [ -s "$pidf" ] || return 1
     pid=$(tr -dc 0-9 < "$pidf")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${1%%-*}" ] || return 1  # slurmd-node2: a slurmd
     echo "$pid"
 }
 
@@ -74,7 +74,8 @@ if pid_of slurmctld >/dev/null && [ -s "$DIR/slurm.conf" ]; then
     fi
 fi
 
-for name in slurmd slurmctld slurmdbd mariadbd; do
+# slurmd: the one slurmd of a cluster started before the second node (CONF_REV 2).
+for name in slurmd-localhost slurmd-node2 slurmd slurmctld slurmdbd mariadbd; do
     stop_one "$name"
 done
 [ "$KEEP_MUNGE" = 1 ] || stop_one munged

@@ -112,7 +112,7 @@ rule all:
 
 rule work:
     output: "out/{i}.txt"
-    resources: mem_mb=100, runtime=2
+    resources: mem_mb=400, runtime=2
     shell: "sleep 120; echo {wildcards.i} > {output}"
 """)
     bindir, calls_log = make_shim(tmp_path)

@@ -211,7 +211,7 @@ rule big:
 
 rule small:
     output: "small/{i}.txt"
-    resources: mem_mb=100, runtime=2
+    resources: mem_mb=400, runtime=2
     shell: "sleep 2; echo {wildcards.i} > {output}"
 """)
     # Right after 6e's DOWN/RESUME the node may still be coming back, and a job then pends

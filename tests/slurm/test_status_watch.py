@@ -26,7 +26,7 @@ benchmarks:
     data: {val_size: 180}
     train: {epochs: 1000, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}
     prune: {fraction: 0.2}
-    resources: {gpus: 0, cpus: 1, mem_mb: 500, runtime_min: 5}
+    resources: {gpus: 0, cpus: 1, mem_mb: 1500, runtime_min: 5}
 arms: [dense]
 levels: 0
 noise: [0.0, 0.1]

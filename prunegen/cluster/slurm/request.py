@@ -72,6 +72,7 @@ class Request:
     extra: str | None = None  # further sbatch flags, e.g. "--exclusive --mail-type=END"
     job_name: str = "prunegen"
     comment: str | None = None  # e.g. the rule and cell wildcards: shown by squeue %k, sacct Comment
+    exclude: str | None = None  # nodes left out (retry.Nodes: node-level failures), "a,b"
 
     def submitit_parameters(self) -> dict:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
@@ -83,10 +84,12 @@ class Request:
             p["time"] = max(1, int(self.runtime_min))
         if self.gpus:
             p["gpus_per_node"] = f"{self.gpu_model}:{int(self.gpus)}" if self.gpu_model else int(self.gpus)
-        for key in ("partition", "account", "constraint", "qos"):
+        for key in ("partition", "account", "constraint", "qos", "exclude"):
             if getattr(self, key):
                 p[key] = getattr(self, key)
         extra = parse_sbatch_flags(self.extra)
+        if self.exclude and extra.get("exclude"):  # the researcher's own --exclude and the run's, together
+            p["exclude"] = ",".join(dict.fromkeys(f"{extra.pop('exclude')},{self.exclude}".split(",")))
         if self.comment and "comment" not in extra:  # a --comment in the extra flags wins
             p["comment"] = _sbatch_safe(self.comment)
         if extra:

@@ -69,6 +69,7 @@ class Status:
     reason: str = ""
     cancel: bool = False  # failed but still queued (an unschedulable request): scancel it
     reason_source: str = ""  # where a pending reason came from, when not ``source`` (squeue)
+    nodes: str = ""  # where it ran (SLURM's NodeList: "node[1-2]"), "" before it started or unknown
 
     @property
     def done(self) -> bool:
@@ -86,6 +87,12 @@ def _outcome(state: str) -> str:
 def _base_state(state: str) -> str:
     # sacct: "CANCELLED by 0"; scontrol: "CANCELLED"; squeue may print "PENDING"
     return state.split()[0].rstrip("+").upper() if state.strip() else "UNKNOWN"
+
+
+def _node_list(text: str) -> str:
+    """SLURM's NodeList, "" where it names no node (a pending job: "None assigned", "(null)")."""
+    text = text.strip()
+    return "" if not text or text.startswith("None") or text == "(null)" else text
 
 
 def _bases(ids: Iterable[str]) -> str:
@@ -266,10 +273,11 @@ class StatusWatcher:
 
     def _poll_sacct(self, ids: list[str]) -> tuple[dict[str, Status] | None, str]:
         # by array id: sacct (like squeue) lists a still-pending array task only under its array
-        p = self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", _bases(ids)])
+        p = self._query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason,NodeList", "-j", _bases(ids)])
         if p.returncode != 0:
             return None, ((p.stderr or p.stdout).strip() or f"exit {p.returncode}")
         rows: dict[str, tuple[str, str]] = {}
+        nodes: dict[str, str] = {}
         for line in p.stdout.splitlines():
             parts = line.split("|")
             if len(parts) < 2 or not parts[0]:
@@ -281,6 +289,7 @@ class StatusWatcher:
                 detail = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] not in ("", "0:0") else ""
             for jid in _expand_array(parts[0]):
                 rows[jid] = (state, detail)
+                nodes[jid] = _node_list(parts[4] if len(parts) > 4 else "")
         # sacct's Reason of a pending job is slurmdbd's copy (state_reason_prev_db), written
         # when the record is: it can read "None" for the whole wait while the controller says
         # PartitionConfig, or name a reason that has since cleared. The live reason is the
@@ -298,7 +307,7 @@ class StatusWatcher:
                     # not listed as pending (it just started, or ended): no reason to judge
                     out[j] = Status(state, _outcome(state), "sacct", live.get(j, ""), reason_source="squeue")
                     continue
-                out[j] = Status(state, _outcome(state), "sacct", detail)
+                out[j] = Status(state, _outcome(state), "sacct", detail, nodes=nodes.get(j, ""))
             else:
                 # accounting lags the controller a little: a new job has no row for a while
                 first = self._first_missing.setdefault(j, now)
@@ -329,8 +338,8 @@ class StatusWatcher:
         return reasons
 
     def _poll_squeue(self, ids: list[str]) -> dict[str, Status]:
-        p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", _bases(ids)])
-        listed: dict[str, tuple[str, str]] = {}
+        p = self._query(["squeue", "-h", "-r", "-o", "%i|%T|%r|%N", "-j", _bases(ids)])
+        listed: dict[str, tuple[str, str, str]] = {}
         if p.returncode != 0 and "invalid job id" not in (p.stderr or "").lower():
             self._warn(f"squeue failed: {(p.stderr or p.stdout).strip()}")
             return {j: Status("UNKNOWN", "active", "none", "squeue failed") for j in ids}
@@ -338,13 +347,15 @@ class StatusWatcher:
             parts = line.strip().split("|")
             if len(parts) >= 2 and parts[0]:
                 for jid in _expand_array(parts[0]):
-                    listed[jid] = (_base_state(parts[1]), parts[2] if len(parts) > 2 else "")
+                    listed[jid] = (_base_state(parts[1]), parts[2] if len(parts) > 2 else "",
+                                   _node_list(parts[3] if len(parts) > 3 else ""))
         out: dict[str, Status] = {}
         gone = []
         for j in ids:
             if j in listed:
-                state, reason = listed[j]
-                out[j] = Status(state, _outcome(state), "squeue", "" if reason in ("None", "") else reason)
+                state, reason, where = listed[j]
+                out[j] = Status(state, _outcome(state), "squeue", "" if reason in ("None", "") else reason,
+                                nodes=where)
             else:
                 gone.append(j)
         if gone:
@@ -359,7 +370,7 @@ class StatusWatcher:
         out: dict[str, Status] = {}
         for base, members in by_base.items():
             p = self._query(["scontrol", "show", "job", "-o", base])
-            records: dict[str, tuple[str, str]] = {}
+            records: dict[str, tuple[str, str, str]] = {}
             if p.returncode == 0:
                 for line in p.stdout.splitlines():
                     f = parse_scontrol_line(line)
@@ -367,13 +378,16 @@ class StatusWatcher:
                         continue
                     if f.get("ArrayJobId") and f.get("ArrayTaskId"):
                         for jid in _expand_array(f"{f['ArrayJobId']}_[{f['ArrayTaskId']}]"):
-                            records[jid] = (_base_state(f.get("JobState", "")), f.get("Reason", ""))
+                            records[jid] = (_base_state(f.get("JobState", "")), f.get("Reason", ""),
+                                            _node_list(f.get("NodeList", "")))
                     elif f.get("JobId"):
-                        records[f["JobId"]] = (_base_state(f.get("JobState", "")), f.get("Reason", ""))
+                        records[f["JobId"]] = (_base_state(f.get("JobState", "")), f.get("Reason", ""),
+                                               _node_list(f.get("NodeList", "")))
             for j in members:
                 if j in records:
-                    state, reason = records[j]
-                    out[j] = Status(state, _outcome(state), "scontrol", "" if reason == "None" else reason)
+                    state, reason, where = records[j]
+                    out[j] = Status(state, _outcome(state), "scontrol", "" if reason == "None" else reason,
+                                    nodes=where)
                 else:
                     out[j] = self._from_result(j, "SLURM no longer knows the job")
         return out

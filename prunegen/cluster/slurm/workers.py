@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..queue import Queue
+from . import retry
 from .request import Request
 
 PUT_BACK = ("NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "TIMEOUT", "REQUEUED", "DEADLINE")
@@ -166,6 +167,11 @@ class Pools:
                    f"{job.stderr})")
             back, failed = [], []
             bigger = self.more_memory(pool.request) if state == "OUT_OF_MEMORY" else None
+            if bigger is not None and not names:
+                # killed before it held a cell (a worker alone passes the request): every cell
+                # still waiting here would meet the same end, so they all move
+                while (task := pool.queue.claim(f"executor-{job_id}")) is not None:
+                    back.append({**task, "why": self.move(pool, f"executor-{job_id}", task["id"], task, bigger)})
             for name in names:
                 held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
                 if bigger is not None:  # the same cell again, where it has more memory
@@ -184,11 +190,8 @@ class Pools:
     def more_memory(self, request: Request) -> Request | None:
         """The request with `oom_factor` times its memory, or None past `mem_ceiling_mb` (or
         without a memory request to grow)."""
-        if not request.mem_mb:
-            return None
-        mem = math.ceil(request.mem_mb * self.oom_factor)
-        ceiling = self.mem_ceiling_mb or request.mem_mb * 4
-        return dataclasses.replace(request, mem_mb=mem) if mem <= ceiling else None
+        mem = retry.more_memory(request.mem_mb, self.oom_factor, self.mem_ceiling_mb)
+        return dataclasses.replace(request, mem_mb=mem) if mem else None
 
     def move(self, pool: Pool, worker: str, tid: str, task: dict, request: Request) -> str:
         """Queue a held task again for `request`'s workers; its old id's outcome says where it
