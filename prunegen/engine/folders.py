@@ -38,7 +38,7 @@ class FolderImages:
 
     def __init__(self, paths: np.ndarray, shape: tuple[int, int, int], transform: "Transform",
                  device: torch.device | str = "cpu"):
-        self.paths = paths  # numpy array of str
+        self.paths = paths  # numpy array of bytes (os.fsencode): a third of str's memory for ImageNet's 1.3M
         self.image_shape = tuple(shape)
         self.transform = transform
         self.device = torch.device(device)
@@ -72,10 +72,10 @@ class Transform:
         self.channels, self.size = shape[0], [int(shape[1]), int(shape[2])]
         self.resize, self.scale, self.ratio = int(resize), tuple(scale), tuple(ratio)
 
-    def _open(self, path: str):
+    def _open(self, path):
         from PIL import Image
 
-        with Image.open(path) as img:
+        with Image.open(os.fsdecode(path)) as img:
             return img.convert("RGB" if self.channels == 3 else "L")
 
     @staticmethod
@@ -210,6 +210,6 @@ def load(src, data_root):
                                + LAYOUT.format(root=root))
     transform = Transform(src.shape, src.resize, src.crop_scale, src.crop_ratio)
     (train_x, train_y), (test_x, test_y) = (
-        (FolderImages(np.array([p for p, _ in items]), src.shape, transform),
+        (FolderImages(np.array([os.fsencode(p) for p, _ in items]), src.shape, transform),
          torch.tensor([c for _, c in items], dtype=torch.int64)) for items in splits)
     return Dataset(src.name, train_x, train_y, test_x, test_y, src.classes, src.mean, src.std, src.augment, src.flip)
