@@ -331,7 +331,12 @@ def _load_own(src, data_root: Path) -> Dataset:
     if src.folders is not None:  # streamed from disk: nothing decoded here
         from . import folders  # torchvision's folder listing, only for these datasets
 
-        return folders.load(src, data_root)
+        try:
+            train_x, train_y, test_x, test_y = folders.load(src, data_root)
+        except folders.LayoutError as e:
+            raise DatasetError(str(e)) from None
+        return Dataset(src.name, train_x, train_y, test_x, test_y, src.classes, src.mean, src.std, src.augment,
+                       src.flip)
     where = f"dataset {src.name!r}"
     try:
         if src.npz is not None:

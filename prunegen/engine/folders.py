@@ -73,19 +73,21 @@ class Transform:
         self.resize, self.scale, self.ratio = int(resize), tuple(scale), tuple(ratio)
 
     def _open(self, path):
-        from PIL import Image
+        from PIL import Image  # lazily, as torchvision below: training.py imports this module in every cell
 
         with Image.open(os.fsdecode(path)) as img:
             return img.convert("RGB" if self.channels == 3 else "L")
 
     @staticmethod
     def _tensor(img) -> torch.Tensor:
-        a = np.array(img, dtype=np.uint8)  # a copy: PIL's buffer is read-only
-        return torch.from_numpy(a[:, :, None] if a.ndim == 2 else a).permute(2, 0, 1).contiguous()
+        a = np.asarray(img, dtype=np.uint8)
+        # HWC -> CHW in numpy: torch's copy of one small image went through its thread pool (8 ms
+        # an image in a main process sharing its cores, against 0.2 ms here)
+        return torch.from_numpy(np.ascontiguousarray((a[:, :, None] if a.ndim == 2 else a).transpose(2, 0, 1)))
 
     def evaluate(self, path: str) -> torch.Tensor:
         """Resize the short side, then centre crop (OpenLTH's `_transforms`)."""
-        import torchvision.transforms.functional as TF
+        import torchvision.transforms.functional as TF  # seconds to import: only where images are decoded
 
         img = TF.center_crop(TF.resize(self._open(path), self.resize), self.size)
         return self._tensor(img)
@@ -94,6 +96,7 @@ class Transform:
         """RandomResizedCrop and (with `flip`) a horizontal flip, drawn by torchvision's own
         get_params from the global generator seeded with `seed`, inside a fork of it: this
         process's generator is left as it was."""
+        # torchvision costs seconds to import: only where images are decoded
         import torchvision.transforms as T
         import torchvision.transforms.functional as TF
 
@@ -177,39 +180,42 @@ def root_of(src, data_root) -> Path:
     return (Path(data_root).expanduser() / src.folders).absolute()
 
 
-def load(src, data_root):
-    """A `folders:` dataset of the study: the file lists of train/ and val/ and their labels (no image
-    is decoded here). Raises DatasetError naming the path and the expected layout."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+class LayoutError(ValueError):
+    """The folders are missing or not laid out as LAYOUT says; the message names the path
+    (prunegen.engine.data raises it as its DatasetError)."""
 
-    from .data import Dataset, DatasetError
+
+def load(src, data_root):
+    """A `folders:` dataset of the study as (train_x, train_y, test_x, test_y): FolderImages and
+    int64 labels (no image is decoded here). Raises LayoutError naming the path and the layout."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # only for these datasets
 
     root = root_of(src, data_root)
     where = f"dataset {src.name!r}"
     missing = [d for d in ("train", "val") if not (root / d).is_dir()]
     if missing:
-        raise DatasetError(f"{where}: no {' and no '.join(f'{d}/' for d in missing)} folder in {root}\n"
+        raise LayoutError(f"{where}: no {' and no '.join(f'{d}/' for d in missing)} folder in {root}\n"
                            + LAYOUT.format(root=root))
     try:
         classes, class_to_idx = find_classes(str(root / "train"))
         val_classes, _ = find_classes(str(root / "val"))
         unknown = sorted(set(val_classes) - set(classes))
         if unknown:
-            raise DatasetError(f"{where}: {root / 'val'} has class folders that train/ has not: {unknown[:5]}\n"
+            raise LayoutError(f"{where}: {root / 'val'} has class folders that train/ has not: {unknown[:5]}\n"
                                + LAYOUT.format(root=root))
         if len(classes) != src.classes:
-            raise DatasetError(f"{where}: {root / 'train'} has {len(classes)} class folders, the study says "
+            raise LayoutError(f"{where}: {root / 'train'} has {len(classes)} class folders, the study says "
                                f"classes: {src.classes}\n" + LAYOUT.format(root=root))
         splits = [make_dataset(str(root / d), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
                   for d in ("train", "val")]
-    except (FileNotFoundError, OSError) as e:
-        raise DatasetError(f"{where}: cannot list {root}: {e}\n" + LAYOUT.format(root=root)) from e
+    except OSError as e:
+        raise LayoutError(f"{where}: cannot list {root}: {e}\n" + LAYOUT.format(root=root)) from e
     for d, items in zip(("train", "val"), splits):
         if not items:
-            raise DatasetError(f"{where}: no images ({', '.join(IMG_EXTENSIONS)}) under {root / d}\n"
+            raise LayoutError(f"{where}: no images ({', '.join(IMG_EXTENSIONS)}) under {root / d}\n"
                                + LAYOUT.format(root=root))
     transform = Transform(src.shape, src.resize, src.crop_scale, src.crop_ratio)
     (train_x, train_y), (test_x, test_y) = (
         (FolderImages(np.array([os.fsencode(p) for p, _ in items]), src.shape, transform),
          torch.tensor([c for _, c in items], dtype=torch.int64)) for items in splits)
-    return Dataset(src.name, train_x, train_y, test_x, test_y, src.classes, src.mean, src.std, src.augment, src.flip)
+    return train_x, train_y, test_x, test_y
