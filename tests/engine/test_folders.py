@@ -154,6 +154,11 @@ def test_the_real_imagenet_jpegs_decode_as_openlths_transforms_do(tmp_path):
     decoded = torch.cat(list(folders.eval_batches(ds.test_x, 4)))
     assert decoded.shape == (10, 3, 224, 224)
     assert torch.equal(decoded[0], torch.from_numpy(np.array(reference)).permute(2, 0, 1))
+    wide = tmp_path / "wide.jpg"  # not square: the short side is resized, then the centre cropped
+    Image.open(first).convert("RGB").crop((0, 0, 224, 150)).save(wide)
+    reference = T.Compose([T.Resize(256), T.CenterCrop(224)])(Image.open(wide).convert("RGB"))
+    assert torch.equal(ds.test_x.transform.evaluate(str(wide).encode()),
+                       torch.from_numpy(np.array(reference)).permute(2, 0, 1))
     crops = torch.cat(list(folders.train_batches(ds.train_x, torch.arange(20), torch.arange(20), 8, 0, 5, True, True)))
     assert crops.shape == (20, 3, 224, 224)
     assert Path(first).parent.name == "n" + first.rsplit("_", 1)[1][:-4].zfill(4)  # labelled by folder
