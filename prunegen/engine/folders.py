@@ -36,7 +36,7 @@ class FolderImages:
     """The images of one split as files: what `Split.x` holds for a streamed dataset. Indexed
     like a tensor of images (by position), and `.to(device)` names where decoded batches go."""
 
-    def __init__(self, paths: np.ndarray, shape: tuple[int, int, int], transform: "Transform",
+    def __init__(self, paths: np.ndarray, shape: tuple[int, int, int], transform: Transform,
                  device: torch.device | str = "cpu"):
         self.paths = paths  # numpy array of bytes (os.fsencode): a third of str's memory for ImageNet's 1.3M
         self.image_shape = tuple(shape)
@@ -50,11 +50,11 @@ class FolderImages:
     def shape(self) -> tuple[int, ...]:
         return (len(self), *self.image_shape)
 
-    def __getitem__(self, idx) -> "FolderImages":
+    def __getitem__(self, idx) -> FolderImages:
         idx = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx
         return FolderImages(self.paths[idx], self.image_shape, self.transform, self.device)
 
-    def to(self, device, non_blocking: bool = False) -> "FolderImages":
+    def to(self, device, non_blocking: bool = False) -> FolderImages:
         return FolderImages(self.paths, self.image_shape, self.transform, device)
 
     def load(self) -> torch.Tensor:

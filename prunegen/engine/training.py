@@ -111,7 +111,7 @@ def _eval_batches(split: Split, batch_size: int):
     return (split.x[i:i + batch_size] for i in range(0, len(split), batch_size))
 
 
-def _train_batches(split: Split, plan: "EpochPlan", bs: int, first: int, augment: bool, flip: bool,
+def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: bool, flip: bool,
                    g: torch.Generator):
     """The epoch's uint8 training batches from step `first` on, in the plan's order: gathered (and
     cropped) from the tensor on its device, or decoded from files by DataLoader workers, each
