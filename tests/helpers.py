@@ -134,3 +134,22 @@ levels: 2
 noise: [0.0, 0.2]
 seeds: [0]
 """
+
+
+def write_image_folders(root: Path, *, classes: int = 3, train: int = 24, val: int = 6, size=(20, 24),
+                        seed: int = 0) -> Path:
+    """An image-folder dataset of PNGs (root/train/class<c>/, root/val/class<c>/): noise with one
+    colour channel raised per class, so a small model learns it."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 90, (*size, 3)).astype(np.uint8)
+                a[:, :, c % 3] += 150
+                Image.fromarray(a).save(folder / f"img{i:03d}.png")
+    return root

@@ -2,7 +2,8 @@
 
 Per benchmark and arm: cells in the grid, jobs still to run (the cells Snakemake would
 run: not complete with the current hash, or reading a cell that runs), the cycles and
-epochs those jobs train, the estimated device-hours and the longest single job.
+epochs those jobs train, the estimated device-hours (a job's wall time), the GPU-hours (its wall time
+x the GPUs it holds, `resources.gpus`) and the longest single job.
 
 A job trains `cycles` x `train.epochs` epochs (a `downscaled_extended` cell at level k has
 k+1 cycles behind it, `cycles_unshared`, of which its job trains those its shared prefix
@@ -37,7 +38,7 @@ from ..study.selection import cells as selected_cells
 
 SOURCES = ("measured", "calibrated", "runtime_min")
 COLUMNS = ["benchmark", "arm", "cells", "jobs", "cycles_unshared", "cycles", "epochs", "epoch_s", "device_hours",
-           "longest_job_h", "source"]
+           "gpu_hours", "longest_job_h", "source"]
 
 
 
@@ -118,6 +119,8 @@ def jobs(study: Study, select: str | None = None) -> pd.DataFrame:
         rows.append({**c.key, "label": c.label, "state": states[c.relpath], "runs": will_run(c),
                      "cycles_unshared": chains.cycles_unshared(c), "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
                      "hours": epochs * epoch_s / 3600,
+                     # a cell's time on each of the GPUs it holds (resources.gpus; 0: a CPU cell)
+                     "gpu_hours": epochs * epoch_s / 3600 * c.benchmark.resources.gpus,
                      "requested_min": c.benchmark.resources.runtime_min * cycles})
     return pd.DataFrame(rows)
 
@@ -132,10 +135,11 @@ def summarize(per_job: pd.DataFrame) -> pd.DataFrame:
     out["jobs"] = t.size()
     out["cycles_unshared"] = t["cycles_unshared"].sum()
     out["cycles"], out["epochs"], out["device_hours"] = t["cycles"].sum(), t["epochs"].sum(), t["hours"].sum()
+    out["gpu_hours"] = t["gpu_hours"].sum()
     out["longest_job_h"] = t["hours"].max()
     out["epoch_s"] = out["device_hours"] * 3600 / out["epochs"]
     out["source"] = t["source"].agg(lambda s: "+".join(x for x in SOURCES if x in set(s)))
-    out = out.reset_index().fillna({"jobs": 0, "cycles_unshared": 0, "cycles": 0, "epochs": 0, "device_hours": 0.0, "source": ""})
+    out = out.reset_index().fillna({"jobs": 0, "cycles_unshared": 0, "cycles": 0, "epochs": 0, "device_hours": 0.0, "gpu_hours": 0.0, "source": ""})
     out = out.astype({"jobs": "int64", "cycles_unshared": "int64", "cycles": "int64", "epochs": "int64"})
     bench = {b: i for i, b in enumerate(per_job["benchmark"].unique())}  # the study's order
     out = out.assign(_b=out["benchmark"].map(bench), _r=out["arm"].map({a: i for i, a in enumerate(ARMS)}))
@@ -180,6 +184,7 @@ def plan(study: Study, select: str | None = None, partition_limit: str | None = 
         "cycles_unshared": int(todo["cycles_unshared"].sum()),
         "cycles": int(todo["cycles"].sum()), "epochs": int(todo["epochs"].sum()),
         "device_hours": float(todo["hours"].sum()),
+        "gpu_hours": float(todo["gpu_hours"].sum()) if len(todo) else 0.0,
         "longest_job_h": float(todo["hours"].max()) if len(todo) else 0.0,
         "longest_job": todo.loc[todo["hours"].idxmax(), "label"] if len(todo) else None,
         "sources": {s: int((todo["source"] == s).sum()) for s in SOURCES},
@@ -197,17 +202,18 @@ def format_plan(p: dict) -> str:
     table = pd.DataFrame(p["table"], columns=COLUMNS)
     total = {"benchmark": "total", "arm": "", "cells": p["cells"], "jobs": p["jobs"],
              "cycles_unshared": p["cycles_unshared"], "cycles": p["cycles"],
-             "epochs": p["epochs"], "device_hours": p["device_hours"], "longest_job_h": p["longest_job_h"],
+             "epochs": p["epochs"], "device_hours": p["device_hours"], "gpu_hours": p["gpu_hours"], "longest_job_h": p["longest_job_h"],
              "epoch_s": p["device_hours"] * 3600 / p["epochs"] if p["epochs"] else float("nan"), "source": ""}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     text = table.to_string(index=False, formatters={
         "cells": "{:,}".format, "jobs": "{:,}".format, "cycles_unshared": "{:,}".format, "cycles": "{:,}".format, "epochs": "{:,}".format,
-        "epoch_s": "{:.2f}".format, "device_hours": "{:,.2f}".format, "longest_job_h": "{:.2f}".format})
+        "epoch_s": "{:.2f}".format, "device_hours": "{:,.2f}".format, "gpu_hours": "{:,.2f}".format, "longest_job_h": "{:.2f}".format})
     lines = [f"study {p['study']}" + (f", select {p['select']!r}" if p["select"] else "")
              + f": {p['cells']:,} cells, {p['jobs']:,} jobs to run (+ {p['other_jobs']} merge/figures/all)", text, "",
              f"{p['jobs']:,} jobs, {p['cycles']:,} cycles ({p['cycles_unshared']:,} without shared prefixes), "
              f"{p['epochs']:,} epochs, "
-             f"{p['device_hours']:,.2f} device-hours; longest job {p['longest_job_h']:.2f} h"
+             f"{p['device_hours']:,.2f} device-hours ({p['gpu_hours']:,.2f} GPU-hours: each job's hours x its "
+             f"resources.gpus); longest job {p['longest_job_h']:.2f} h"
              + (f" ({p['longest_job']})" if p["longest_job"] else "")]
     lines.append("epoch times: " + ", ".join(f"{n:,} jobs {s}" for s, n in p["sources"].items() if n)
                  if p["jobs"] else "epoch times: nothing to run")

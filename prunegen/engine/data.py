@@ -64,7 +64,7 @@ class DatasetError(Exception):
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors with == is not a bool
 class Dataset:
     name: str
-    train_x: torch.Tensor  # uint8, (N, C, H, W), contiguous, CPU
+    train_x: torch.Tensor  # uint8, (N, C, H, W), contiguous, CPU; or folders.FolderImages (streamed)
     train_y: torch.Tensor  # int64, (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
@@ -76,6 +76,8 @@ class Dataset:
 
     def __post_init__(self):
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
+            if not isinstance(x, torch.Tensor):  # files decoded as they stream (engine/folders.py)
+                continue
             if x.dtype != torch.uint8 or x.ndim != 4 or not x.is_contiguous():
                 raise ValueError(f"{self.name}: images must be contiguous uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.shape != (len(x),):
@@ -326,6 +328,15 @@ def _load_own(src, data_root: Path) -> Dataset:
     """An npz's arrays or a torchvision class's data, as the definition says, with the same
     checks as the built-in datasets; normalisation from the definition or, computed from the
     training split, rounded to 4 decimals (recorded in cell.json with the file's sha256)."""
+    if src.folders is not None:  # streamed from disk: nothing decoded here
+        from . import folders  # torchvision's folder listing, only for these datasets
+
+        try:
+            train_x, train_y, test_x, test_y = folders.load(src, data_root)
+        except folders.LayoutError as e:
+            raise DatasetError(str(e)) from None
+        return Dataset(src.name, train_x, train_y, test_x, test_y, src.classes, src.mean, src.std, src.augment,
+                       src.flip)
     where = f"dataset {src.name!r}"
     try:
         if src.npz is not None:

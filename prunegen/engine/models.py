@@ -1,6 +1,6 @@
-"""Model registry: LeNet-style MLP, CIFAR ResNet-20/32/56, CIFAR VGG-11/16.
+"""Model registry: LeNet-style MLP, CIFAR ResNet-20/32/56, CIFAR VGG-11/16, ImageNet ResNet-50.
 
-Architectures follow OpenLTH (mnist_lenet, cifar_resnet, cifar_vgg), which the paper
+Architectures follow OpenLTH (mnist_lenet, cifar_resnet, cifar_vgg, imagenet_resnet), which the paper
 used, plus an integer ``width`` so the ``downscaled`` arms can build narrower dense
 models. All randomness goes through torch's global RNG, seeded by the caller.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..study.shapes import RESNET_DEPTHS, base_width, mlp_hidden, model_name, vgg_plan
+from ..study.shapes import IMAGENET_RESNET_BLOCKS, RESNET_DEPTHS, base_width, mlp_hidden, model_name, vgg_plan
 from . import factories, kernels
 
 BN_INITS = ("uniform", "ones")
@@ -104,6 +104,31 @@ class CifarVGG(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
+def imagenet_resnet(blocks, width: int, in_channels: int, num_classes: int) -> nn.Module:
+    """OpenLTH's imagenet_resnet_D_W: torchvision's bottleneck ResNet (7x7 stem, max-pool, four
+    stages of `blocks`, global mean pool, fc) with `width` filters in the first stage where
+    torchvision has 64; its own init is replaced by `_init`, as OpenLTH's Model applies its own."""
+    import torchvision  # only for this model: its import costs seconds
+
+    class ResNet(torchvision.models.ResNet):
+        def __init__(self):
+            nn.Module.__init__(self)  # torchvision's constructor fixes the widths: set its fields here
+            self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = nn.BatchNorm2d, width, 1, 1, 64
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            block = torchvision.models.resnet.Bottleneck
+            self.layer1 = self._make_layer(block, width, blocks[0])
+            self.layer2 = self._make_layer(block, width * 2, blocks[1], stride=2)
+            self.layer3 = self._make_layer(block, width * 4, blocks[2], stride=2)
+            self.layer4 = self._make_layer(block, width * 8, blocks[3], stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(width * 8 * block.expansion, num_classes)
+
+    return ResNet()
+
+
 def _init(model: nn.Module, bn_init: str) -> None:
     """OpenLTH's initialisation: "kaiming_normal" for conv and linear weights (biases keep
     torch's default init) and, for BatchNorm, `bn_init`: "uniform" (OpenLTH's default,
@@ -145,6 +170,8 @@ def build_model(
         model = MLP(c * h * w, mlp_hidden(spec, width), num_classes)
     elif name in RESNET_DEPTHS:
         model = CifarResNet(RESNET_DEPTHS[name], width, c, num_classes)
+    elif name in IMAGENET_RESNET_BLOCKS:
+        model = imagenet_resnet(IMAGENET_RESNET_BLOCKS[name], width, c, num_classes)
     else:
         model = CifarVGG(vgg_plan(spec, width), c, num_classes)
     _init(model, spec.get("bn_init", "uniform"))

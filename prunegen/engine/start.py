@@ -66,7 +66,9 @@ def method_context(cell: Cell, input_shape, splits) -> pruning.Context:
             if len(idx) == 0:
                 raise ValueError(f"{cell.label}: {n} pruning batches of {size} exceed the "
                                  f"{len(splits.train)} training examples")
-            out.append((to_float(splits.train.x[idx], splits.mean, splits.std).cpu(), splits.train.y[idx].cpu()))
+            x = splits.train.x[idx]
+            x = x if isinstance(x, torch.Tensor) else x.load()  # streamed: decoded as evaluation decodes
+            out.append((to_float(x, splits.mean, splits.std).cpu(), splits.train.y[idx].cpu()))
         return out
 
     return pruning.Context(input_shape=tuple(input_shape),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..study.hparams import Train
-from . import pruning, stopping
+from . import folders, pruning, stopping
 from .checkpoints import Checkpoint
 from .data import crop_batch, draw_crops, normalisation, to_float
 from .seeds import generator
@@ -92,15 +92,40 @@ def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int,
     logits: never from bf16 ones)."""
     model.eval()
     losses, preds = [], []
-    for i in range(0, len(split), batch_size):
-        x = _inputs(split.x[i:i + batch_size], splits, channels_last)
-        out = model(x).float()
-        losses.append(F.cross_entropy(out, split.y[i:i + batch_size], reduction="none"))
+    i = 0
+    for x in _eval_batches(split, batch_size):
+        out = model(_inputs(x, splits, channels_last)).float()
+        losses.append(F.cross_entropy(out, split.y[i:i + len(x)], reduction="none"))
         preds.append(out.argmax(1))
+        i += len(x)
     model.train()
     if not losses:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
     return torch.cat(losses).cpu(), torch.cat(preds).cpu()
+
+
+def _eval_batches(split: Split, batch_size: int):
+    """The split's uint8 images in order, in batches: slices of the tensor, or decoded from files."""
+    if not isinstance(split.x, torch.Tensor):
+        return folders.eval_batches(split.x, batch_size)
+    return (split.x[i:i + batch_size] for i in range(0, len(split), batch_size))
+
+
+def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: bool, flip: bool,
+                   g: torch.Generator):
+    """The epoch's uint8 training batches from step `first` on, in the plan's order: gathered (and
+    cropped) from the tensor on its device, or decoded from files by DataLoader workers, each
+    example cropped and flipped from its own (epoch seed, index) stream (engine/folders.py)."""
+    if not isinstance(split.x, torch.Tensor):
+        yield from folders.train_batches(split.x, split.index, plan.perm, bs, first, g.initial_seed(),
+                                         augment, flip)
+        return
+    for i in range(first, math.ceil(len(split) / bs)):
+        x = split.x.index_select(0, plan.perm[i * bs:(i + 1) * bs])  # the same rows as x[idx], in a third of the time
+        if augment:
+            rows = slice(i * bs, (i + 1) * bs)
+            x = crop_batch(x, plan.oy[rows], plan.ox[rows], None if plan.flipped is None else plan.flipped[rows])
+        yield x
 
 
 def _mean_metrics(model, split, splits, hp, channels_last) -> tuple[float, float]:
@@ -168,7 +193,8 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
     device = splits.train.x.device
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
-    plan = EpochPlan.draw(g, n, bs, splits.augment, splits.flip).to(device)
+    in_memory = isinstance(splits.train.x, torch.Tensor)  # else streamed: each example augmented where decoded
+    plan = EpochPlan.draw(g, n, bs, splits.augment and in_memory, splits.flip).to(device)
     perm = plan.perm
     labels = splits.train.y.index_select(0, perm)  # the epoch's labels in batch order, in one gather
     mean, std = normalisation(splits.mean, splits.std, device)
@@ -182,13 +208,10 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
     losses, outputs = [], []
     first = resume.step if resume is not None else 0
     stop_at = steps
+    batches = _train_batches(splits.train, plan, bs, first, splits.augment, splits.flip, g)
     for i in range(first, steps):
-        idx = perm[i * bs:(i + 1) * bs]
-        x = splits.train.x.index_select(0, idx)  # the same rows as x[idx], in a third of the time
-        if splits.augment:
-            rows = slice(i * bs, (i + 1) * bs)
-            x = crop_batch(x, plan.oy[rows], plan.ox[rows], None if plan.flipped is None else plan.flipped[rows])
-        x = to_float(x, mean, std, out=inputs[:len(idx)])
+        x = next(batches)
+        x = to_float(x, mean, std, out=inputs[:len(x)])
         y = labels[i * bs:(i + 1) * bs]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
@@ -204,6 +227,7 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
         if i + 1 < steps and stopping.requested():  # one flag read a step
             stop_at = i + 1
             break
+    batches.close()  # a streamed epoch stopped early: its DataLoader workers end here
     done = (resume.losses,) if resume is not None else ()
     step_losses = torch.cat([*done, torch.stack(losses).float().cpu()]) if losses else torch.cat([*done, torch.zeros(0)])
     correct = (resume.correct if resume is not None else 0) + (

@@ -13,7 +13,16 @@ benchmarks like a built-in one:
         shape: [1, 28, 28]
         classes: 10
 
-Optional for both: `mean` and `std` (per channel, pixel scale 0..255; otherwise computed from
+      imagenet:                        # images in class folders, decoded from disk as they stream
+        folders: imagenet              # relative to data_root: train/<class>/<image>, val/<class>/<image>
+        shape: [3, 224, 224]           # what a training crop / an evaluation centre crop is
+        classes: 1000
+        mean: [123.675, 116.28, 103.53]  # required: computing it would decode every image
+        std: [58.395, 57.12, 57.375]
+        augment: true                  # OpenLTH's RandomResizedCrop + flip; else resize + centre crop
+        resize: 256                    # evaluation: short side resized to it (default H x 256 / 224)
+
+Optional for all: `mean` and `std` (per channel, pixel scale 0..255; otherwise computed from
 the training split when the cell loads the data, and recorded in cell.json), `augment` (crop
 and flip, default false) and `flip`. A definition enters the hash of every cell that uses it.
 
@@ -47,6 +56,10 @@ class DatasetSource:
     std: tuple[float, ...] | None = None
     augment: bool = False
     flip: bool = True
+    folders: str | None = None  # images in class folders under data_root (prunegen/engine/folders.py)
+    resize: int | None = None  # folders: the evaluation transform's short side
+    crop_scale: tuple[float, ...] | None = None  # folders: RandomResizedCrop's area range (OpenLTH's 0.1-1)
+    crop_ratio: tuple[float, ...] | None = None  # and aspect-ratio range (0.8-1.25)
 
     def hashed(self) -> dict:
         """What enters the cell hash: the definition as resolved (not the data_root)."""
@@ -66,12 +79,28 @@ def parse(name: str, raw: dict, source: str) -> DatasetSource:
             raise StudyError(f"{where}.{key}: one value per channel ({shape[0]}), got {len(raw[key])}")
     if "test_size" in raw and "npz" not in raw:
         raise StudyError(f"{where}.test_size: only for an npz without a test split")
+    folders = {}
+    if "folders" in raw:
+        for key in ("mean", "std"):
+            if key not in raw:
+                raise StudyError(f"{where}.{key}: required for image folders (computing it would decode every "
+                                 "training image)")
+        folders = {"folders": raw["folders"], "resize": int(raw.get("resize", round(shape[1] * 256 / 224))),
+                   "crop_scale": tuple(float(v) for v in raw.get("crop_scale", (0.1, 1.0))),
+                   "crop_ratio": tuple(float(v) for v in raw.get("crop_ratio", (0.8, 1.25)))}
+        if folders["resize"] < max(shape[1:]):
+            raise StudyError(f"{where}.resize: {folders['resize']} is smaller than the {shape[1]}x{shape[2]} "
+                             "centre crop taken after it")
+    else:
+        for key in ("resize", "crop_scale", "crop_ratio"):
+            if key in raw:
+                raise StudyError(f"{where}.{key}: only for image folders (folders:)")
     return DatasetSource(
         name=name, npz=raw.get("npz"), torchvision=raw.get("torchvision"), root=raw.get("root"), shape=shape,
         classes=int(raw["classes"]), test_size=raw.get("test_size"),
         mean=tuple(float(v) for v in raw["mean"]) if "mean" in raw else None,
         std=tuple(float(v) for v in raw["std"]) if "std" in raw else None,
-        augment=bool(raw.get("augment", False)), flip=bool(raw.get("flip", True)))
+        augment=bool(raw.get("augment", False)), flip=bool(raw.get("flip", True)), **folders)
 
 
 def npz_arrays(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:

@@ -90,13 +90,15 @@ class Study:
         """Every cell of the grid: one dense level-0 cell per (benchmark, noise, seed),
         plus levels 1..L of every other arm."""
         out = []
-        for b in self.benchmarks:
-            for noise in self.noise:
-                for seed in self.seeds:
+        for b, bm in self.benchmarks.items():
+            grid = bm.grid or {}  # a benchmark may run part of the grid (the paper's ImageNet: pruning only)
+            arms, levels = grid.get("arms", self.arms), grid.get("levels", self.levels)
+            for noise in grid.get("noise", self.noise):
+                for seed in grid.get("seeds", self.seeds):
                     out.append(self.cell(b, "dense", 0, noise, seed))
-                    for arm in self.arms:
+                    for arm in arms:
                         if arm != "dense":
-                            out += [self.cell(b, arm, k, noise, seed) for k in range(1, self.levels + 1)]
+                            out += [self.cell(b, arm, k, noise, seed) for k in range(1, levels + 1)]
         return out
 
 

@@ -105,6 +105,9 @@ class Benchmark:
     resources: Resources = _help("what one cell job needs (not part of the hash)")
     source: Any = None  # a dataset of the researcher's own: its study.datasets.DatasetSource
     sizes: tuple[int, int] | None = None  # (training, test) examples, where known without the data
+    # The part of the study's grid this benchmark runs ({arms, levels, noise, seeds}, each a subset
+    # of the study's; None: all of it): which cells exist, never what one computes (no hash).
+    grid: dict | None = None
 
     def shape_and_classes(self) -> tuple[tuple[int, int, int], int]:
         """(C, H, W) and classes of the benchmark's dataset, built-in or the researcher's."""

@@ -111,7 +111,18 @@ def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = N
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
                      train=train, prune=prune, resources=_build(Resources, raw.get("resources")),
-                     source=ds, sizes=n_sizes)
+                     source=ds, sizes=n_sizes, grid=_grid(raw.get("grid")))
+
+
+def _grid(raw: dict | None) -> dict | None:
+    if raw is None:
+        return None
+    out = {k: tuple(raw[k]) for k in ("arms", "seeds") if k in raw}
+    if "noise" in raw:
+        out["noise"] = tuple(float(f) for f in raw["noise"])
+    if "levels" in raw:
+        out["levels"] = int(raw["levels"])
+    return out
 
 
 def _check_data(name: str, dataset: str, model: dict, val_size: int, source: str,
@@ -142,6 +153,19 @@ def _check_tie(specs: dict, benchmarks: dict[str, Benchmark], source: str) -> No
                                  f"benchmark {b}")
 
 
+def _check_grid(name: str, grid: dict | None, raw: dict, arms, source: str) -> None:
+    """A benchmark's grid is part of the study's: its arms, noise and seeds among the study's, its
+    levels no more (a cell outside the study's grid would have no place in its tables)."""
+    for key, allowed in (("arms", ("dense", *arms)), ("noise", raw["noise"]), ("seeds", raw["seeds"])):
+        extra = [v for v in (grid or {}).get(key, ()) if v not in allowed]
+        if extra:
+            raise StudyError(f"{source}: benchmarks.{name}.grid.{key}: {extra} not in the study's {key} "
+                             f"({', '.join(map(str, allowed))})")
+    if (grid or {}).get("levels", 0) > raw["levels"]:
+        raise StudyError(f"{source}: benchmarks.{name}.grid.levels: {grid['levels']} is more than the study's "
+                         f"{raw['levels']}")
+
+
 def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> Study:
     validate(raw, source)
     try:
@@ -152,6 +176,8 @@ def from_dict(raw: Any, *, source: str = "study", path: Path | None = None) -> S
     benchmarks = {name: _benchmark(name, b, source, own, raw.get("data_root", "data"))
                   for name, b in raw["benchmarks"].items()}
     _check_tie(specs, benchmarks, source)
+    for name, bm in benchmarks.items():
+        _check_grid(name, bm.grid, raw, arms, source)
     return Study(
         name=raw["study"], path=path,
         data_root=Path(raw.get("data_root", "data")),

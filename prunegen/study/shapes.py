@@ -19,8 +19,12 @@ VGG_PLANS = {  # OpenLTH cifar_vgg plans; 'M' = 2x2 max-pool
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
 }
 VGG_BASE_WIDTH = 64  # the plans' width: a VGG of width w scales every layer by w / 64
+# OpenLTH's imagenet_resnet_D[_W]: torchvision's bottleneck ResNet with `width` filters in its first
+# stage (64 in torchvision's), every later stage twice the one before. Blocks per stage:
+IMAGENET_RESNET_BLOCKS = {"imagenet_resnet50": (3, 4, 6, 3)}
+BOTTLENECK_EXPANSION = 4  # a bottleneck block's output channels over its inner ones
 DEFAULT_HIDDEN = [300, 100]
-MODEL_NAMES = ("mlp", *RESNET_DEPTHS, *VGG_PLANS)
+MODEL_NAMES = ("mlp", *RESNET_DEPTHS, *VGG_PLANS, *IMAGENET_RESNET_BLOCKS)
 
 # (C, H, W) and classes of each dataset, as prunegen.engine.data loads it.
 DATASET_SHAPES = {
@@ -67,7 +71,7 @@ def base_width(spec: dict) -> int:
     name = model_name(spec)
     if name == "mlp":
         return int(spec.get("hidden", DEFAULT_HIDDEN)[0])
-    return int(spec.get("width", 16 if name in RESNET_DEPTHS else VGG_BASE_WIDTH))
+    return int(spec.get("width", 16 if name in RESNET_DEPTHS else 64))  # VGG's plans and ImageNet ResNets: 64
 
 
 def width_candidates(spec: dict) -> range:
@@ -107,6 +111,21 @@ def weight_counts(spec: dict, input_shape, num_classes: int, width: int) -> dict
                     out[f"blocks.{i}.shortcut.0"] = f_in * f_out
                 f_in, i = f_out, i + 1
         out["fc"] = 4 * width * num_classes
+    elif name in IMAGENET_RESNET_BLOCKS:  # torchvision's module names (engine/models.imagenet_resnet)
+        out["conv1"] = c * width * 49
+        f_in = width
+        for stage, blocks in enumerate(IMAGENET_RESNET_BLOCKS[name]):
+            inner = width * 2 ** stage
+            f_out = inner * BOTTLENECK_EXPANSION
+            for b in range(blocks):
+                prefix = f"layer{stage + 1}.{b}"
+                out[f"{prefix}.conv1"] = f_in * inner
+                out[f"{prefix}.conv2"] = inner * inner * 9
+                out[f"{prefix}.conv3"] = inner * f_out
+                if b == 0 and (stage > 0 or f_in != f_out):  # a strided or widening block: 1x1 projection
+                    out[f"{prefix}.downsample.0"] = f_in * f_out
+                f_in = f_out
+        out["fc"] = f_in * num_classes
     else:
         f_in, index = c, 0
         for item in vgg_plan(spec, width):

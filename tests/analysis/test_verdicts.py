@@ -8,6 +8,7 @@ intervals contain it. The tables are derived from the constructed summary with t
 functions `prunegen merge` uses.
 """
 
+import dataclasses
 import math
 import re
 
@@ -307,6 +308,8 @@ def _paper_shaped_summary(study) -> pd.DataFrame:
 
 def test_results_page_renders_on_tables_shaped_like_the_paper_grid(tmp_path):
     study = load_study(REPO / "workflow" / "studies" / "paper.yaml", {"results_root": str(tmp_path / "none")})
+    # its four benchmarks of the full grid (imagenet-resnet50 runs a part of it: its grid: block)
+    study = dataclasses.replace(study, benchmarks={b: bm for b, bm in study.benchmarks.items() if bm.grid is None})
     s = _paper_shaped_summary(study)
     assert len(s) == 7644 == len(study.cells())
     tables = derived(s, study.levels)

@@ -120,24 +120,31 @@ def test_partition_limit_flags_jobs_that_would_not_fit(smoke_study):
         plan.parse_time_limit("two hours")
 
 
-def test_plan_on_the_paper_grid_prints_its_7644_cells():
+def test_plan_on_the_paper_grid_prints_its_7655_cells_and_imagenets_gpu_hours():
     out = subprocess.run([sys.executable, "-m", "prunegen.cli", "plan", "--study", str(PAPER), "--results-root",
                           "/nonexistent-results"], capture_output=True, text=True, check=True).stdout
-    assert "7,644 cells, 7,644 jobs to run" in out
+    # 7,644 cells of the four small benchmarks' full grid + ImageNet's part of it: dense and imp
+    # levels 1..10, noise 0, seed 0 (its grid: block)
+    assert "7,655 cells, 7,655 jobs to run" in out
     for bench in ("mnist-lenet300", "cifar10-resnet20", "cifar10-vgg16", "cifar100-resnet32"):
         assert re.search(rf"{bench}\s+downscaled_extended\s+378\s+378\s+3,969\s+[\d,]+\s", out), bench
+    # 10 imp cycles of 4 h (runtime_min 240) on 8 GPUs each
+    assert re.search(r"imagenet-resnet50\s+imp\s+10\s+10\s+10\s+10\s+900\s+160\.00\s+40\.00\s+320\.00\s", out)
     p = json.loads(subprocess.run([sys.executable, "-m", "prunegen.cli", "plan", "--study", str(PAPER), "--json",
                                    "--results-root", "/nonexistent-results"],
                                   capture_output=True, text=True, check=True).stdout)
     study = load_study(PAPER)
-    # 262 cycles per (benchmark, noise, seed) unshared: 1 + 4 x 18 + (2 + ... + 19) = 73 + 189
-    assert p["cycles_unshared"] == 4 * 7 * 3 * 262
+    small = [b for b in study.benchmarks if b != "imagenet-resnet50"]
+    # 262 cycles per (benchmark, noise, seed) unshared: 1 + 4 x 18 + (2 + ... + 19) = 73 + 189; ImageNet 11
+    assert p["cycles_unshared"] == 4 * 7 * 3 * 262 + 11
     # shared: the cycles each downscaled_extended job trains (tests/test_prefixes.py checks them by hand)
     trained = {b: sum(chains.cycles_to_train(study.cell(b, "downscaled_extended", k, 0.0, 0)) for k in range(1, 19))
-               for b in study.benchmarks}
-    assert p["cycles"] == sum(7 * 3 * (73 + t) for t in trained.values())
-    runtime = {b: bm.resources.runtime_min for b, bm in study.benchmarks.items()}
-    assert p["device_hours"] == pytest.approx(sum(7 * 3 * (73 + trained[b]) * m / 60 for b, m in runtime.items()))
+               for b in small}
+    assert p["cycles"] == sum(7 * 3 * (73 + t) for t in trained.values()) + 11
+    runtime = {b: study.benchmarks[b].resources.runtime_min for b in small}
+    small_hours = sum(7 * 3 * (73 + trained[b]) * m / 60 for b, m in runtime.items())
+    assert p["device_hours"] == pytest.approx(small_hours + 11 * 4)
+    assert p["gpu_hours"] == pytest.approx(small_hours * 1 + 11 * 4 * 8)  # the small ones hold 1 GPU each
 
 
 def test_status_counts_only_the_slice(smoke_study):

@@ -234,3 +234,18 @@ def test_unknown_name():
         base_width({"name": "lenet"})
     with pytest.raises(ValueError, match="width"):
         build_model({"name": "mlp"}, input_shape=MNIST, num_classes=10, width=0)
+
+
+def test_imagenet_resnet50_at_width_64_is_torchvisions_resnet50():
+    """OpenLTH's imagenet_resnet_50: torchvision's ResNet-50 (25,557,032 parameters) at width 64,
+    every tensor of the same name and shape; a narrower width scales every stage."""
+    import torchvision
+
+    with torch.device("meta"):
+        ours = build_model({"name": "imagenet_resnet50"}, input_shape=(3, 224, 224), num_classes=1000)
+        ref = torchvision.models.resnet50()
+        half = build_model({"name": "imagenet_resnet50"}, input_shape=(3, 224, 224), num_classes=1000, width=32)
+    assert base_width({"name": "imagenet_resnet50"}) == 64
+    assert n_params(ours) == 25_557_032
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert (half.conv1.out_channels, half.layer4[2].conv3.out_channels, half.fc.in_features) == (32, 1024, 1024)

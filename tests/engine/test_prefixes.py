@@ -108,7 +108,7 @@ def test_plan_reports_cycles_with_and_without_sharing_on_the_paper_grid():
     sets = 3 * 7  # noise x seeds of paper.yaml
     assert resnet["downscaled_extended"]["cycles_unshared"] == per_chain_set * sets
     assert resnet["downscaled_extended"]["cycles"] == shared * sets
-    assert p["cycles_unshared"] == 22_008 and p["cycles"] < p["cycles_unshared"]
+    assert p["cycles_unshared"] == 22_008 + 11 and p["cycles"] < p["cycles_unshared"]  # + ImageNet's dense and 10 imp
     print(f"\npaper.yaml cycles: {p['cycles_unshared']:,} unshared, {p['cycles']:,} shared")
 
 

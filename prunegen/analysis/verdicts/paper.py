@@ -73,7 +73,7 @@ CLAIMS = {c.key: c for c in (
 
 # Epochs per training cycle in the paper (OpenLTH's defaults): (dataset, model family).
 EPOCHS = {("mnist", "mlp"): 40, ("cifar10", "resnet"): 160, ("cifar10", "vgg"): 160,
-          ("cifar100", "resnet"): 160, ("cifar100", "vgg"): 160}
+          ("cifar100", "resnet"): 160, ("cifar100", "vgg"): 160, ("imagenet", "imagenet_resnet50"): 90}
 
 
 def _family(model: str) -> str:
