@@ -85,8 +85,9 @@ def cmd_rank(args) -> None:
     from .engine import ranks, stopping
 
     stopping.install()
-    argv = ranks.join().tell(None)
-    raise SystemExit(main(argv))
+    rc = main(ranks.join().tell(None))
+    if rc:
+        raise SystemExit(rc)
 
 
 def cmd_worker(args) -> None:

@@ -68,7 +68,7 @@ class Ranks:
         (it sums gradients during backward, in buckets), else `model` itself."""
         if self.world == 1:
             return model
-        return nn.parallel.DistributedDataParallel(model, broadcast_buffers=True)
+        return nn.parallel.DistributedDataParallel(model)  # (its default: rank 0's buffers, every forward)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, global_size: int) -> torch.Tensor:
         """The step's loss as this rank backpropagates it: the mean over the global batch
