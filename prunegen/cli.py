@@ -41,12 +41,10 @@ def _load(args):
 
 def cmd_run_cell(args) -> None:
     # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
-    from .engine import allocator, stopping
+    from .engine import allocator, ranks, stopping
     from .engine.gpu_sampler import gpu_sampler
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
-
-    from .engine import ranks
 
     if args.on_cell is None:  # a process of its own (a warm worker sets both up once)
         allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
@@ -58,7 +56,7 @@ def cmd_run_cell(args) -> None:
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     world = cell.benchmark.resources.world
     if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them
-        from .cluster.ranks import launch_local
+        from .cluster.launch import launch_local  # the cluster side (submitit), for such a cell only
 
         rc = launch_local(args.argv, world, cell.benchmark.resources.gpus,
                           study.root / "logs" / "ranks" / cell.relpath, stopping.requested)

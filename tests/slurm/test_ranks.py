@@ -28,7 +28,7 @@ benchmarks:
     data: {{val_size: 180}}
     train: {{epochs: {EPOCHS}, batch_size: 100, lr: 0.05, momentum: 0.9, weight_decay: 1.0e-4}}
     prune: {{fraction: 0.2}}
-    resources: {{gpus: 0, cpus: 1, mem_mb: 400, runtime_min: 10, tasks: 2}}
+    resources: {{gpus: 0, cpus: 1, mem_mb: 2000, runtime_min: 10, tasks: 2}}
 arms: [dense]
 levels: 0
 noise: [0.0]
