@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from tests.slurm import cluster
-from tests.slurm.helpers import (finish, job_of, run_smk, sacct_jobs, smk_cmd, start_smk, submitit_folder,
-                                 wait_for)
+from tests.slurm.helpers import finish, job_of, run_smk, sacct_jobs, smk_cmd, start_smk, submitit_folder, wait_for
 
 slurm_mark = pytest.mark.slurm
 
