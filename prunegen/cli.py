@@ -41,7 +41,7 @@ def _load(args):
 
 def cmd_run_cell(args) -> None:
     # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
-    from .engine import allocator, stopping
+    from .engine import allocator, ranks, stopping
     from .engine.gpu_sampler import gpu_sampler
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
@@ -49,8 +49,24 @@ def cmd_run_cell(args) -> None:
     if args.on_cell is None:  # a process of its own (a warm worker sets both up once)
         allocator.keep_freed_memory()  # this process runs one cell: prunegen/allocator.py
         stopping.install()  # SIGTERM, SIGUSR2: checkpoint at the next step and stop
+    rank = ranks.join()  # one process, or a rank of a data-parallel cell (prunegen.engine.ranks)
+    if rank.main and rank.world > 1:
+        rank.tell(args.argv)  # the cell, to the other ranks (`prunegen rank`)
     study = _load(args)
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
+    world = cell.benchmark.resources.world
+    if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them
+        from .cluster.launch import launch_local  # the cluster side (submitit), for such a cell only
+
+        rc = launch_local(args.argv, world, cell.benchmark.resources.gpus,
+                          study.root / "logs" / "ranks" / cell.relpath, stopping.requested)
+        if rc:
+            raise SystemExit(rc)
+        print(cell.dir)
+        return
+    if rank.world != world:
+        raise ranks.RanksError(f"{cell.label}: its benchmark asks for {world} rank(s) (resources.nodes x "
+                               f"resources.tasks) but this process group has {rank.world}")
     if args.on_cell is None:  # its cost is the job's (Snakemake's benchmark file), not a warm process's
         layout.warm_json(study.root, cell.relpath).unlink(missing_ok=True)
     # GPU samples only for a cell that trains (a complete one is skipped and keeps its own)
@@ -60,6 +76,16 @@ def cmd_run_cell(args) -> None:
     if args.on_cell is not None:
         args.on_cell(study, cell)
     print(path)
+
+
+def cmd_rank(args) -> None:
+    # a rank other than 0 of a data-parallel cell: rank 0 says which cell (prunegen.cluster.ranks)
+    from .engine import ranks, stopping
+
+    stopping.install()
+    rc = main(ranks.join().tell(None))
+    if rc:
+        raise SystemExit(rc)
 
 
 def cmd_worker(args) -> None:
@@ -171,6 +197,11 @@ def main(argv: list[str] | None = None, on_cell=None) -> int:
                            ".snakemake/submitit holds the runs' job lists (default: the current one)")
     _select_arg(p)  # status
 
+    p = sub.add_parser("rank", help="a rank other than 0 of a data-parallel cell: joins the process group "
+                                    "torch's env:// variables name and runs the cell rank 0 names (started by "
+                                    "prunegen.cluster.ranks)")
+    p.set_defaults(func=cmd_rank)
+
     p = sub.add_parser("worker", help="a warm process: run cell after cell from a queue folder (started by "
                                       "a local run's pool or a SLURM worker job; prunegen.cluster.worker)")
     p.add_argument("--queue", required=True, help="the queue folder")
@@ -214,6 +245,7 @@ def main(argv: list[str] | None = None, on_cell=None) -> int:
 
     args = parser.parse_args(argv)
     args.on_cell = on_cell
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warm = os.environ.get(QUEUE_ENV)
     if args.command == "run-cell" and warm and on_cell is None:
         # a warm process runs the cell (prunegen.cluster.worker); this one only waits: no torch here
@@ -236,9 +268,10 @@ def main(argv: list[str] | None = None, on_cell=None) -> int:
         from .engine.checkpoints import CheckpointError
         from .engine.data import DatasetError
         from .engine.parents import MissingParentError
+        from .engine.ranks import RanksError
         from .records.lock import CellLockedError
 
-        expected += (DatasetError, MissingParentError, CheckpointError, CellLockedError)
+        expected += (DatasetError, MissingParentError, CheckpointError, CellLockedError, RanksError)
     elif args.command == "results":
         from .analysis.report.tables import TablesError  # the analysis', for results only
 

@@ -246,8 +246,10 @@ class Executor(RemoteExecutor):
         self._submit(jobs)
 
     def _warm(self, job: JobExecutorInterface) -> bool:
-        """A cell job that a worker job runs (rather than a SLURM job of its own)."""
-        return self.pools.max_workers > 0 and not job.is_group() and job.rule.name == "cell"
+        """A cell job that a worker job runs (rather than a SLURM job of its own). A
+        data-parallel cell (several ranks) always gets a multi-task job of its own."""
+        return (self.pools.max_workers > 0 and not job.is_group() and job.rule.name == "cell"
+                and requests.ranks(job) == 1)
 
     def _submit(self, jobs: List[JobExecutorInterface]):
         warm = [j for j in jobs if self._warm(j)]

@@ -3,7 +3,8 @@
 
 - `request`: the job's resources as a prunegen.cluster.slurm.request.Request: threads (or
   `cpus_per_task`) -> `--cpus-per-task`, `gpus` (and `gpu_model`) -> `--gpus-per-node`,
-  `mem_mb` -> `--mem`, `runtime` (minutes, capped at the partition's MaxTime) -> `--time`,
+  `mem_mb` -> `--mem`, `nodes` and `tasks` (a data-parallel cell's ranks per node) ->
+  `--nodes`, `--ntasks-per-node`, `runtime` (minutes, capped at the partition's MaxTime) -> `--time`,
   `slurm_partition`, `slurm_account`, `constraint`, `qos`, `slurm_extra`; the plugin's
   settings give the defaults.
 - `comment`: a batch's `--comment` (the rule and the wildcards of its tasks).
@@ -63,6 +64,8 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         runtime_min=runtime,
         gpus=gpus,
         gpu_model=resource(job, "gpu_model"),
+        nodes=max(1, as_int(resource(job, "nodes"), 1)),
+        tasks=max(1, as_int(resource(job, "tasks"), 1)),
         partition=partition,
         account=resource(job, "slurm_account", "account", default=s.account),
         constraint=resource(job, "constraint", default=s.constraint),
@@ -70,6 +73,11 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         extra=extra,
         job_name=job_name,
     )
+
+
+def ranks(job) -> int:
+    """The ranks of a job's cell (nodes x tasks): more than one, it is data-parallel."""
+    return max(1, as_int(resource(job, "nodes"), 1)) * max(1, as_int(resource(job, "tasks"), 1))
 
 
 def progress_dirs(job) -> List[str]:

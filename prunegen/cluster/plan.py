@@ -3,7 +3,7 @@
 Per benchmark and arm: cells in the grid, jobs still to run (the cells Snakemake would
 run: not complete with the current hash, or reading a cell that runs), the cycles and
 epochs those jobs train, the estimated device-hours (a job's wall time), the GPU-hours (its wall time
-x the GPUs it holds, `resources.gpus`) and the longest single job.
+x the GPUs it holds, `resources.gpus` x `resources.nodes`) and the longest single job.
 
 A job trains `cycles` x `train.epochs` epochs (a `downscaled_extended` cell at level k has
 k+1 cycles behind it, `cycles_unshared`, of which its job trains those its shared prefix
@@ -119,8 +119,8 @@ def jobs(study: Study, select: str | None = None) -> pd.DataFrame:
         rows.append({**c.key, "label": c.label, "state": states[c.relpath], "runs": will_run(c),
                      "cycles_unshared": chains.cycles_unshared(c), "cycles": cycles, "epochs": epochs, "epoch_s": epoch_s, "source": source,
                      "hours": epochs * epoch_s / 3600,
-                     # a cell's time on each of the GPUs it holds (resources.gpus; 0: a CPU cell)
-                     "gpu_hours": epochs * epoch_s / 3600 * c.benchmark.resources.gpus,
+                     # a cell's time on each of the GPUs it holds (gpus per node x nodes; 0: a CPU cell)
+                     "gpu_hours": epochs * epoch_s / 3600 * c.benchmark.resources.gpus * c.benchmark.resources.nodes,
                      "requested_min": c.benchmark.resources.runtime_min * cycles})
     return pd.DataFrame(rows)
 
@@ -213,7 +213,7 @@ def format_plan(p: dict) -> str:
              f"{p['jobs']:,} jobs, {p['cycles']:,} cycles ({p['cycles_unshared']:,} without shared prefixes), "
              f"{p['epochs']:,} epochs, "
              f"{p['device_hours']:,.2f} device-hours ({p['gpu_hours']:,.2f} GPU-hours: each job's hours x its "
-             f"resources.gpus); longest job {p['longest_job_h']:.2f} h"
+             f"GPUs, resources.gpus x resources.nodes); longest job {p['longest_job_h']:.2f} h"
              + (f" ({p['longest_job']})" if p["longest_job"] else "")]
     lines.append("epoch times: " + ", ".join(f"{n:,} jobs {s}" for s, n in p["sources"].items() if n)
                  if p["jobs"] else "epoch times: nothing to run")

@@ -119,15 +119,18 @@ class StepBatches(torch.utils.data.Sampler):
     """Each step's GLOBAL batch: the positions `perm[i * bs:(i + 1) * bs]` for steps `first`.. of the
     epoch, as lists (a data-parallel run shards each list by rank; the crops do not depend on it)."""
 
-    def __init__(self, perm: torch.Tensor, batch_size: int, first: int = 0):
+    def __init__(self, perm: torch.Tensor, batch_size: int, first: int = 0, shard=None):
         self.perm, self.batch_size, self.first = perm.cpu(), int(batch_size), int(first)
+        self.shard = shard  # global batch size -> this rank's rows [lo, hi) of it (engine.ranks)
 
     def __len__(self) -> int:
         return max(0, -(-len(self.perm) // self.batch_size) - self.first)
 
     def __iter__(self):
         for i in range(self.first, self.first + len(self)):
-            yield self.perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            batch = self.perm[i * self.batch_size:(i + 1) * self.batch_size]
+            lo, hi = self.shard(len(batch)) if self.shard is not None else (0, len(batch))
+            yield batch[lo:hi].tolist()
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -161,11 +164,12 @@ def _loader(dataset, batch_sampler, device: torch.device):
 
 
 def train_batches(images: FolderImages, index: torch.Tensor, perm: torch.Tensor, batch_size: int, first: int,
-                  epoch_seed: int, augment: bool, flip: bool):
+                  epoch_seed: int, augment: bool, flip: bool, shard=None):
     """The epoch's uint8 training batches from step `first` on, on the images' device, in the plan's
-    order; augmented with each example's own crop and flip (`example_seed`) when `augment`."""
+    order; augmented with each example's own crop and flip (`example_seed`) when `augment`;
+    `shard`: a data-parallel rank's rows of each global batch (StepBatches)."""
     data = _Decoded(images, index.cpu().numpy(), epoch_seed if augment else None, flip)
-    for x in _loader(data, StepBatches(perm, batch_size, first), images.device):
+    for x in _loader(data, StepBatches(perm, batch_size, first, shard), images.device):
         yield x.to(images.device, non_blocking=True)
 
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from ..records.lock import CellLock
 from ..study import chains
 from ..study.arm_specs import CHAIN_ARMS, TIE_BASES
 from ..study.grid import Cell, Study
-from . import arms, controls, factories, pruning, tie
+from . import arms, controls, factories, pruning, ranks, tie
 from .checkpoints import Checkpoint, save_torch
 from .data import load_dataset
 from .parents import check_parent, parent_history, read_parent
@@ -130,24 +131,35 @@ def summarize(cell: Cell, ex: dict[str, list], report: dict, start: Start) -> di
 
 def run(cell: Cell, *, device: str | None = None) -> Path:
     """Run `cell` unless its complete records with the same hash exist; return its folder.
-    One process at a time: a second one on the same cell raises CellLockedError."""
-    with CellLock(cell.dir, cell.label):
-        return _run(cell, device)
+    One process at a time: a second one on the same cell raises CellLockedError. A rank of
+    a data-parallel cell (engine.ranks): rank 0 holds the lock and says whether it was had."""
+    r = ranks.current()
+    with contextlib.ExitStack() as held:
+        if r.main:
+            try:
+                held.enter_context(CellLock(cell.dir, cell.label))
+            except Exception as e:
+                r.tell(str(e))
+                raise
+        why = r.tell(None)
+        if why is not None:
+            raise ranks.RanksError(f"{cell.label}: rank 0 could not start the cell: {why}")
+        return _run(cell, device, r)
 
 
-def _run(cell: Cell, device: str | None) -> Path:
+def _run(cell: Cell, device: str | None, r: ranks.Ranks = ranks.SINGLE) -> Path:
     out = cell.dir
-    own = store.check(out, cell.hash, verify=True)  # its own records, checksummed before trusting them
-    if own.state == "complete":
+    own = store.check(out, cell.hash, verify=True) if r.main else None  # checksummed before trusting them
+    if r.tell(own.state if own else None) == "complete":
         log.info("%s: complete (hash %s), skipping", cell.label, cell.hash)
         return out
-    if own.state == "corrupt":
+    if own is not None and own.state == "corrupt":
         log.warning("%s: corrupt records (%s): running it again", cell.label, own.problem)
     for parent in chains.parents(cell):
         check_parent(cell, parent)
     t0 = time.perf_counter()
     bm = cell.benchmark
-    dev = resolve_device(device or cell.study.device)
+    dev = r.device(resolve_device(device or cell.study.device))
     precision = set_determinism(dev, cell.study.deterministic)
     # Everything that can fail on bad input happens before the cell folder is touched.
     dataset = load_dataset(bm.dataset, cell.study.data_root, source=bm.source)
@@ -159,8 +171,9 @@ def _run(cell: Cell, device: str | None) -> Path:
             cell, splits, lambda p: read_parent(cell, p, layout.EXAMPLES_FILE, store.read_parquet_verified))
     start = STARTS[cell.base](cell, dataset.input_shape, dataset.num_classes, splits)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / layout.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
+    if r.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / layout.COMPLETE_MARKER).unlink(missing_ok=True)  # stale records of another hash
     model = start.model.to(dev)
     mask = {n: m.to(dev) for n, m in start.mask.items()}
     channels_last = use_channels_last(model, dev)
@@ -174,7 +187,9 @@ def _run(cell: Cell, device: str | None) -> Path:
     checkpoint = Checkpoint(out / layout.CHECKPOINT_FILE, cell.hash, every_s=cell.study.checkpoint_every_s)
     history, info = train(model, mask, splits, bm.train, cycles=start.cycles, seed=cell.seed,
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
-                          on_epoch=save_rewind, first_epoch=start.first_epoch)
+                          on_epoch=save_rewind, first_epoch=start.first_epoch, ranks=r)
+    if not r.main:  # rank 0 evaluates and writes the records
+        return out
 
     prefix = chains.prefix(cell)
     if cell.base in CHAIN_ARMS or prefix is not None:  # the whole curve: every cycle behind this model
@@ -204,6 +219,7 @@ def _run(cell: Cell, device: str | None) -> Path:
         **({"factory": {"path": bm.model["factory"], "source_digest": factories.source_digest(bm.model["factory"])}}
            if "factory" in bm.model else {}),
         "continued_from": None if prefix is None else {"cell": prefix.relpath, "cell_hash": prefix.hash},
+        **({"ranks": r.world} if r.world > 1 else {}),
         "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
         "machine": provenance.describe_machine(torch.get_num_threads(),
                                                torch.cuda.get_device_name(dev) if dev.type == "cuda" else None),

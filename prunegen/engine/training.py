@@ -26,6 +26,7 @@ from ..study.hparams import Train
 from . import folders, pruning, stopping
 from .checkpoints import Checkpoint
 from .data import crop_batch, draw_crops, normalisation, to_float
+from .ranks import SINGLE, Ranks
 from .seeds import generator
 from .sgd import SGD
 from .splits import Split, Splits
@@ -112,18 +113,21 @@ def _eval_batches(split: Split, batch_size: int):
 
 
 def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: bool, flip: bool,
-                   g: torch.Generator):
-    """The epoch's uint8 training batches from step `first` on, in the plan's order: gathered (and
-    cropped) from the tensor on its device, or decoded from files by DataLoader workers, each
-    example cropped and flipped from its own (epoch seed, index) stream (engine/folders.py)."""
+                   g: torch.Generator, ranks: Ranks = SINGLE):
+    """This rank's share of each of the epoch's uint8 training batches from step `first` on, in the
+    plan's order: gathered (and cropped) from the tensor on its device, or decoded from files by
+    DataLoader workers, each example cropped and flipped from its own (epoch seed, index) stream
+    (engine/folders.py), so that the crops do not depend on the ranks either."""
     if not isinstance(split.x, torch.Tensor):
         yield from folders.train_batches(split.x, split.index, plan.perm, bs, first, g.initial_seed(),
-                                         augment, flip)
+                                         augment, flip, shard=ranks.shard)
         return
-    for i in range(first, math.ceil(len(split) / bs)):
-        x = split.x.index_select(0, plan.perm[i * bs:(i + 1) * bs])  # the same rows as x[idx], in a third of the time
+    n = len(split)
+    for i in range(first, math.ceil(n / bs)):
+        lo, hi = ranks.shard(min(bs, n - i * bs))
+        x = split.x.index_select(0, plan.perm[i * bs + lo:i * bs + hi])  # the rows of x[idx], in a third of the time
         if augment:
-            rows = slice(i * bs, (i + 1) * bs)
+            rows = slice(i * bs + lo, i * bs + hi)
             x = crop_batch(x, plan.oy[rows], plan.ox[rows], None if plan.flipped is None else plan.flipped[rows])
         yield x
 
@@ -185,11 +189,14 @@ class Partial:
 
 def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: Splits, hp: Train,
                 g: torch.Generator, epoch: int, lr_constant: float | None = None,
-                channels_last: bool = False, resume: Partial | None = None) -> tuple[float, int] | Partial:
+                channels_last: bool = False, resume: Partial | None = None,
+                ranks: Ranks = SINGLE) -> tuple[float, int] | Partial:
     """One pass over the training split in the order drawn from `g` (a CPU generator: the
     epoch's plan); returns the summed loss and the number of correct predictions (on the
     labels trained on). `resume`: the part of this epoch already done. Asked to stop
-    (engine.stopping) before its last step, it returns the epoch so far, a `Partial`."""
+    (engine.stopping) before its last step, it returns the epoch so far, a `Partial`.
+    `ranks`: of a data-parallel cell, this rank trains its share of each global batch
+    (engine.ranks; `model` is then the DDP module) and the counts are summed over ranks."""
     device = splits.train.x.device
     n, bs = len(splits.train), hp.batch_size
     steps = math.ceil(n / bs)
@@ -205,33 +212,42 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     # Losses and outputs are kept and counted after the epoch: a running total on the
     # device cost six small ops a step (3% of an LeNet step on CPU).
-    losses, outputs = [], []
+    losses, outputs, targets = [], [], []
     first = resume.step if resume is not None else 0
     stop_at = steps
-    batches = _train_batches(splits.train, plan, bs, first, splits.augment, splits.flip, g)
+    batches = _train_batches(splits.train, plan, bs, first, splits.augment, splits.flip, g, ranks)
     for i in range(first, steps):
+        size = min(bs, n - i * bs)  # the global batch
+        lo, hi = ranks.shard(size)  # this rank's rows of it (all of them with one rank)
         x = next(batches)
         x = to_float(x, mean, std, out=inputs[:len(x)])
-        y = labels[i * bs:(i + 1) * bs]
+        y = labels[i * bs + lo:i * bs + hi]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(hp, epoch * steps + i, steps, lr_constant)
         with autocast(device):
             out = model(x)
-            loss = F.cross_entropy(out.float(), y)
+            loss = ranks.loss(out.float(), y, size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         pruning.mask_grads(bound)
         optimizer.step()
         losses.append(loss.detach())
         outputs.append(out.detach())
-        if i + 1 < steps and stopping.requested():  # one flag read a step
+        if ranks.world > 1:
+            targets.append(y)
+        if i + 1 < steps and agreed_stop(ranks):  # one flag read a step (and one all-reduce with ranks)
             stop_at = i + 1
             break
     batches.close()  # a streamed epoch stopped early: its DataLoader workers end here
     done = (resume.losses,) if resume is not None else ()
-    step_losses = torch.cat([*done, torch.stack(losses).float().cpu()]) if losses else torch.cat([*done, torch.zeros(0)])
-    correct = (resume.correct if resume is not None else 0) + (
-        int((torch.cat(outputs).argmax(1) == labels[first * bs:stop_at * bs]).sum()) if outputs else 0)
+    new_losses = torch.stack(losses).float().cpu() if losses else torch.zeros(0)
+    trained = torch.cat(targets) if ranks.world > 1 else labels[first * bs:stop_at * bs]
+    new_correct = int((torch.cat(outputs).argmax(1) == trained).sum()) if outputs else 0
+    if ranks.world > 1:  # the global batches' mean losses and correct predictions, from every rank's share
+        new_losses = ranks.total(new_losses) / ranks.world
+        new_correct = int(ranks.total(torch.tensor([new_correct])))
+    step_losses = torch.cat([*done, new_losses])
+    correct = (resume.correct if resume is not None else 0) + new_correct
     if stop_at < steps:
         return Partial(stop_at, step_losses, correct)
     # Summed in step order in fp32, as a running total on the device was: the same bits.
@@ -241,15 +257,28 @@ def train_epoch(model: nn.Module, optimizer: SGD, bound: pruning.Bound, splits: 
     return float(loss_sum), correct
 
 
+def agreed_stop(ranks: Ranks) -> int | None:
+    """The stop signal, if any, agreed by all ranks (engine.ranks): a rank that was not
+    signalled itself takes the others' signal, so that every rank stops at this step."""
+    asked = ranks.stop(stopping.requested())
+    if asked is not None and stopping.requested() is None:
+        stopping.ask(asked)
+    return asked
+
+
 def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cycles: list[int],
           seed: int, checkpoint: Checkpoint, label: str = "", lr_constant: float | None = None,
           on_epoch: Callable[[int, int, nn.Module], None] | None = None,
-          first_epoch: int = 0) -> tuple[list[dict], dict]:
+          first_epoch: int = 0, ranks: Ranks = SINGLE) -> tuple[list[dict], dict]:
     """Train `model` for the chain cycles `cycles` (LR and optimizer restarted each cycle),
     each from epoch `first_epoch` of the schedule to its end (weight rewinding starts past 0).
 
     Returns the per-epoch history and resume information. `on_epoch(cycle, epoch, model)`
     is called after each completed epoch (and with `first_epoch` before training).
+
+    `ranks`: a data-parallel cell's (engine.ranks): every rank trains its share of each
+    global batch and loads the checkpoint; rank 0 alone evaluates, calls `on_epoch` and
+    saves the checkpoint (the others' history rows have no evaluation).
     """
     device = splits.train.x.device
     channels_last = use_channels_last(model, device)
@@ -273,9 +302,12 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                  f" step {partial.step}" if partial else "")
     bound = pruning.bind(model, mask)
     pruning.apply_mask(bound, optimizer)
+    if not ranks.main:  # rank 0 writes the checkpoint and the rewind point
+        checkpoint, on_epoch = _NoCheckpoint(checkpoint.path, checkpoint.fingerprint), None
     if state is None and on_epoch is not None and cycles:
         on_epoch(cycles[0], first_epoch, model)
     model.train()
+    net = ranks.wrap(model)  # (DDP over the model with ranks; the model itself without)
 
     for pos in range(start_cycle, len(cycles)):
         cycle = cycles[pos]
@@ -287,8 +319,8 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
         for epoch in range(begin, hp.epochs):
             t0 = time.perf_counter()
             lr0 = lr_at(hp, epoch * steps, steps, lr_constant)
-            done = train_epoch(model, optimizer, bound, splits, hp, generator(seed, "batches", cycle, epoch),
-                               epoch, lr_constant, channels_last, resume=partial)
+            done = train_epoch(net, optimizer, bound, splits, hp, generator(seed, "batches", cycle, epoch),
+                               epoch, lr_constant, channels_last, resume=partial, ranks=ranks)
             partial = None
             if isinstance(done, Partial):  # asked to stop: save this step, then stop
                 checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
@@ -296,8 +328,9 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                 raise stopping.StopRequested(stopping.requested(),
                                              f"at cycle {cycle} epoch {epoch + 1} step {done.step} of {steps}")
             loss_sum, correct = done
-            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last)
-            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last)
+            nan = (float("nan"), float("nan"))  # (rank 0 alone evaluates: its history is the cell's)
+            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last) if ranks.main else nan
+            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last) if ranks.main else nan
             row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,
                    "train_loss": loss_sum / n, "train_acc": correct / n,
                    "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
@@ -308,10 +341,17 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                      val_acc, test_acc, row["seconds"])
             if on_epoch is not None:
                 on_epoch(cycle, epoch + 1, model)
-            asked = stopping.requested()
+            asked = agreed_stop(ranks)
             if asked is not None or checkpoint.due(cycle_end=epoch + 1 == hp.epochs):
                 checkpoint.save(model=model.state_dict(), optimizer=optimizer.state_dict(),
                                 cycle_pos=pos, epoch=epoch + 1, history=history)
             if asked is not None:
                 raise stopping.StopRequested(asked, f"after cycle {cycle} epoch {epoch + 1}")
     return history, {"resumed_from": resumed}
+
+
+class _NoCheckpoint(Checkpoint):
+    """What a rank other than 0 saves: nothing (rank 0's checkpoint is the cell's)."""
+
+    def save(self, **state) -> None:
+        pass

@@ -132,6 +132,8 @@ class Cell:
                "noise_mode": self.study.noise_mode, **self.key}
         if self.arm in self.study.arm_specs:  # built-in arms' hashes stay as they were
             out["arm_spec"] = self.study.arm_specs[self.arm].hparams()
+        if self.benchmark.resources.world > 1:  # data-parallel: BatchNorm per rank, another result
+            out["ranks"] = self.benchmark.resources.world  # (one process keeps its hash)
         return out
 
     @cached_property

@@ -88,10 +88,18 @@ class Data:
 
 @dataclass(frozen=True)
 class Resources:
-    gpus: int = _help("GPUs per job", 0)
-    cpus: int = _help("CPU cores per job", 1)
-    mem_mb: int = _help("memory per job, MB", 4000)
+    gpus: int = _help("GPUs per job (per node of a cell on several nodes)", 0)
+    cpus: int = _help("CPU cores per job (per rank of a data-parallel cell)", 1)
+    mem_mb: int = _help("memory per job (per node of a data-parallel cell), MB", 4000)
     runtime_min: int = _help("wall time per training cycle, minutes (a job asks for it times its cycles)", 60)
+    nodes: int = _help("nodes a cell runs on, data-parallel (prunegen.engine.ranks)", 1)
+    tasks: int = _help("ranks (processes) per node of a data-parallel cell; default: one per GPU, at least 1", 1)
+
+    @property
+    def world(self) -> int:
+        """The cell's ranks: nodes x tasks. More than one: it runs data-parallel, and its
+        hash says how many (BatchNorm is per rank: N ranks do not compute what 1 does)."""
+        return self.nodes * self.tasks
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Benchmark:
     data: Data = _help("data handling")
     train: Train = _help("training of one cycle")
     prune: Prune = _help("pruning")
-    resources: Resources = _help("what one cell job needs (not part of the hash)")
+    resources: Resources = _help("what one cell job needs (not part of the hash, but for its ranks: Cell.hparams)")
     source: Any = None  # a dataset of the researcher's own: its study.datasets.DatasetSource
     sizes: tuple[int, int] | None = None  # (training, test) examples, where known without the data
     # The part of the study's grid this benchmark runs ({arms, levels, noise, seeds}, each a subset

@@ -110,7 +110,7 @@ def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = N
         raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
-                     train=train, prune=prune, resources=_build(Resources, raw.get("resources")),
+                     train=train, prune=prune, resources=_resources(name, raw.get("resources")),
                      source=ds, sizes=n_sizes, grid=_grid(raw.get("grid")))
 
 
@@ -123,6 +123,17 @@ def _grid(raw: dict | None) -> dict | None:
     if "levels" in raw:
         out["levels"] = int(raw["levels"])
     return out
+
+
+def _resources(name: str, raw: dict | None) -> Resources:
+    """The resources block, with `tasks` (ranks per node) defaulting to one per GPU."""
+    raw = dict(raw or {})
+    raw.setdefault("tasks", max(1, int(raw.get("gpus", 0))))
+    r = _build(Resources, raw)
+    if r.gpus and r.tasks > r.gpus:
+        raise StudyError(f"benchmarks.{name}.resources.tasks: {r.tasks} ranks per node need a GPU each, "
+                         f"but gpus is {r.gpus}")
+    return r
 
 
 def _check_data(name: str, dataset: str, model: dict, val_size: int, source: str,

@@ -16,6 +16,9 @@ rule cell:
         mem_mb=lambda w: dag.resources(STUDY, w)["mem_mb"],
         runtime=lambda w: dag.resources(STUDY, w)["runtime_min"],
         gpus=lambda w: dag.resources(STUDY, w)["gpus"],
+        # a data-parallel cell: nodes x tasks ranks, one SLURM job of that many tasks
+        nodes=lambda w: dag.resources(STUDY, w)["nodes"],
+        tasks=lambda w: dag.resources(STUDY, w)["tasks"],
     log:
         f"{ROOT}/logs/cells/{dag.CELL_PATTERN}.log",
     benchmark:

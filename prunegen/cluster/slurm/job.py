@@ -5,19 +5,28 @@
 resumes a cell from its checkpoint by itself, so a requeue only has to run the command
 again; a time-out after no progress (no new checkpoint in the job's cell folders) is not
 requeued forever.
+
+In a multi-task job (a data-parallel cell: submitit's `tasks_per_node`, `nodes`), every task
+runs this job: each exports torch's env:// variables for its rank (prunegen.cluster.ranks),
+task 0 runs the command (the cell's `prunegen run-cell`, rank 0) and the others run
+`prunegen rank`, which joins rank 0 and takes the cell from it. Locally the same job runs on
+submitit's LocalExecutor; there a TERM reaching a task is passed on to its command.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from typing import Sequence
 
 import submitit
 import submitit.helpers
 
+from .. import ranks
 from ..queue import exit_words
 from .request import SlurmError
 
@@ -64,7 +73,15 @@ class ShellJob(submitit.helpers.Checkpointable):
               f"on {os.uname().nodename}, cwd {self.cwd}\n[prunegen.slurm] command: {self.command}", flush=True)
         self._started = time.monotonic()
         self._signature = progress_signature(self.progress_dirs)
-        self._proc = subprocess.Popen(["/bin/bash", "-c", self.command], cwd=self.cwd, start_new_session=True)
+        command, env = self.command, None
+        task = ranks.task()
+        if task is not None:  # one rank of a data-parallel cell
+            env = {**os.environ, **task.env}
+            if task.rank != 0:
+                command = f"{shlex.quote(sys.executable)} -m prunegen.cli rank"
+            print(f"[prunegen.slurm] rank {task.rank} of {task.world}: {command}", flush=True)
+            signal.signal(signal.SIGTERM, lambda signum, frame: self.stop())  # (submitit's own ignores it)
+        self._proc = subprocess.Popen(["/bin/bash", "-c", command], cwd=self.cwd, start_new_session=True, env=env)
         rc = self._proc.wait()
         self._proc = None
         if rc != 0:

@@ -65,6 +65,8 @@ class Request:
     runtime_min: int | None = None
     gpus: int = 0
     gpu_model: str | None = None
+    nodes: int = 1  # a data-parallel cell: its nodes, and ranks (tasks) per node (prunegen.cluster.ranks)
+    tasks: int = 1
     partition: str | None = None
     account: str | None = None
     constraint: str | None = None
@@ -76,7 +78,8 @@ class Request:
 
     def submitit_parameters(self) -> dict:
         """Parameters for ``submitit.SlurmExecutor.update_parameters``."""
-        p: dict = {"job_name": self.job_name, "nodes": 1, "ntasks_per_node": 1,
+        p: dict = {"job_name": self.job_name, "nodes": max(1, int(self.nodes)),
+                   "ntasks_per_node": max(1, int(self.tasks)),
                    "cpus_per_task": max(1, int(self.cpus)), "wckey": None}
         if self.mem_mb is not None:
             p["mem"] = f"{int(self.mem_mb)}M"
