@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ def cmd_run_cell(args) -> None:
     # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
     from .engine import allocator, ranks, stopping
     from .engine.gpu_sampler import gpu_sampler
+    from .cluster import stage
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 
@@ -53,6 +55,9 @@ def cmd_run_cell(args) -> None:
     if rank.main and rank.world > 1:
         rank.tell(args.argv)  # the cell, to the other ranks (`prunegen rank`)
     study = _load(args)
+    staged = stage.staged_root(study, study.benchmarks[args.benchmark]) if args.benchmark in study.benchmarks else None
+    if staged is not None:  # read from this node's copy (PRUNEGEN_STAGE_DIR: prunegen.cluster.stage)
+        study = dataclasses.replace(study, data_root=staged)
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     world = cell.benchmark.resources.world
     if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them

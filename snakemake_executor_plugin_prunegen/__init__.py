@@ -52,6 +52,8 @@ from snakemake_interface_executor_plugins.settings import (
 
 from prunegen.cluster import dag, joblog
 from prunegen.cluster import queue as slurm_queue
+from prunegen.cluster.slurm import cleanup as slurm_cleanup
+from prunegen.cluster.stage import ENV as slurm_stage_env
 from prunegen.cluster.slurm import partitions as slurm_partitions
 from prunegen.cluster.slurm import request as slurm_request
 from prunegen.cluster.slurm import retry as slurm_retry
@@ -138,6 +140,16 @@ class ExecutorSettings(ExecutorSettingsBase):
         2, "A node where this many jobs failed for node-level reasons (NODE_FAIL, BOOT_FAIL, a "
            "CUDA/NCCL error, a job that failed before its command started) within "
            "--prunegen-node-window-s is excluded (sbatch --exclude) from every later job of the run.")
+    keep_files_days: float = _setting(
+        0, "What belongs to jobs and cells that succeeded (submitit's pickles and logs, the "
+           "cells' logs, worker queues' outcomes) is removed when the run ends (0), or kept this "
+           "many days and removed by the first run that starts after that; the cells' logs are "
+           "packed into one done-<run>.tar.gz per run. A failure's files are always kept "
+           "(prunegen.cluster.slurm.cleanup).")
+    stage_dir: Optional[str] = _setting(
+        None, "Node-local storage to stage each cell's dataset to, once per node (e.g. "
+              "'$SLURM_TMPDIR' or '/tmp', expanded on the node): cells there read the copy, not "
+              "data_root on the shared file system (prunegen.cluster.stage). Default: no staging.")
     node_window_s: int = _setting(
         3600, "The window, in seconds, in which --prunegen-node-failures node-level failures "
               "exclude a node.")
@@ -194,6 +206,11 @@ class Executor(RemoteExecutor):
         self._memory: Dict[str, int] = {}  # job label -> memory of its next try (it ran out)
         self._first_memory: Dict[str, int] = {}  # job label -> its own request (the ceiling's base)
         self._node_retries: Dict[str, int] = defaultdict(int)  # job label -> retries on other nodes
+        self._succeeded = {"jobs": [], "logs": [], "tasks": []}  # what this run may clean (cleanup.py)
+        removed = slurm_cleanup.sweep(self.folder.parent, s.keep_files_days, current=self.folder)
+        if removed:
+            self.logger.info(f"prunegen executor: removed earlier runs' files of jobs and cells that succeeded "
+                             f"(kept {s.keep_files_days:g} days): {removed}")
         self.logger.info(f"prunegen executor: run {self.run_id}: SLURM jobs named {self.job_name} "
                          f"(cancel this run's jobs: scancel --name={self.job_name}), files in {self.folder}")
 
@@ -205,6 +222,14 @@ class Executor(RemoteExecutor):
                                    route=self._route if self.partitions else None)
         grown = self._memory.get(requests.label(job))
         return dataclasses.replace(request, mem_mb=grown) if grown else request
+
+    def _staging(self, command: str) -> str:
+        """`command`, told where to stage datasets on its node (expanded there: $SLURM_TMPDIR)."""
+        where = self.settings.stage_dir
+        if not where:
+            return command
+        where = where.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")  # $ expands on the node
+        return f'export {slurm_stage_env}="{where}"; {command}'
 
     def _excluding(self, request):
         """``request`` leaving out the nodes excluded so far (applied as a job is sent, so a
@@ -271,7 +296,8 @@ class Executor(RemoteExecutor):
         for request, batch in chunks:
             request = self._excluding(dataclasses.replace(request, comment=requests.comment(batch)))
             try:
-                shell_jobs = [ShellJob(self.job_command(j, request.cpus), self.workdir, label=requests.label(j),
+                shell_jobs = [ShellJob(self._staging(self.job_command(j, request.cpus)), self.workdir,
+                                       label=requests.label(j),
                                        progress_dirs=requests.progress_dirs(j), time_limit_min=request.runtime_min)
                               for j in batch]
                 executor = slurm_submit.make_executor(
@@ -337,7 +363,7 @@ class Executor(RemoteExecutor):
             if self.partitions and self.pools.slots > 1:  # a worker with slots asks more than its cells
                 request = dataclasses.replace(request, partition=self._route(request) or request.partition)
             request = self._excluding(dataclasses.replace(request, runtime_min=self._capped(request)))
-            shell_jobs = [ShellJob(self.pools.command(pool), self.workdir, label="prunegen worker",
+            shell_jobs = [ShellJob(self._staging(self.pools.command(pool)), self.workdir, label="prunegen worker",
                                    time_limit_min=request.runtime_min) for _ in range(n)]
             try:
                 executor = slurm_submit.make_executor(self.folder, request, max_num_timeout=1_000_000,
@@ -436,6 +462,8 @@ class Executor(RemoteExecutor):
                 active.append(info)
             elif int(result.get("rc", 1)) == 0:
                 self.pools.cells_done += 1
+                self._succeeded["tasks"].append(str(Path(aux["queue"]) / "done" / f"{aux['task']}.json"))
+                self._succeeded["logs"] += self._cell_logs(info.job)
                 self.report_job_success(info)
             else:
                 worker = slurm_workers.job_of(str(result.get("worker", "")))
@@ -508,6 +536,8 @@ class Executor(RemoteExecutor):
             self._last_states.pop(job_info.external_jobid, None)
             self._last_reasons.pop(job_info.external_jobid, None)
             if st.outcome == "success":
+                self._succeeded["jobs"].append(job_info.external_jobid)
+                self._succeeded["logs"] += self._cell_logs(job_info.job)
                 self.report_job_success(job_info)
             else:
                 why = self._retry_by_cause(job_info, st)
@@ -556,6 +586,26 @@ class Executor(RemoteExecutor):
                                      "outcome": "failed", "cause": cause, "detail": f"{st.state}: {why}"}])
         self.logger.info(f"prunegen executor: {label} (SLURM job {job_info.external_jobid}, {st.state}): {why}")
         return f"cause: {cause}: {why}\n"
+
+    @staticmethod
+    def _cell_logs(job: JobExecutorInterface) -> List[str]:
+        """The rule logs of a job's cells (a group job's members' too): packed once they succeeded."""
+        members = list(job.jobs) if job.is_group() else [job]
+        return [str(Path(f).absolute()) for m in members if m.rule.name == "cell" for f in (m.log or [])]
+
+    def _clean_up(self) -> None:
+        """The run is over: list what succeeded (cleanup.json) and, keeping 0 days, remove it
+        now. Worker jobs told to stop are given a few seconds to end, so that theirs go too."""
+        workers = [w.job_id for w in self.pools.all_jobs if Path(w.stdout).exists()]  # those that ran
+        deadline = time.monotonic() + (0 if self.settings.keep_files_days else 10)
+        while time.monotonic() < deadline and not all(slurm_cleanup.succeeded(self.folder, w) for w in workers):
+            time.sleep(0.5)
+        jobs = self._succeeded["jobs"] + [w for w in workers if slurm_cleanup.succeeded(self.folder, w)]
+        slurm_cleanup.write_list(self.folder, jobs, self._succeeded["logs"], self._succeeded["tasks"])
+        if not self.settings.keep_files_days:
+            removed = slurm_cleanup.clean(self.folder)
+            self.logger.info(f"prunegen executor: removed the files of jobs and cells that succeeded: {removed} "
+                             f"(a failure's files are kept; --prunegen-keep-files-days keeps them all for a while)")
 
     def _node_failed(self, job_id: str, st, what: str) -> List[str]:
         """Count a node-level failure on the job's nodes; say which nodes are now excluded."""
@@ -616,6 +666,10 @@ class Executor(RemoteExecutor):
         if self.pools.pools:
             self._stop_workers()  # now, not after --prunegen-worker-idle-s
             self.logger.info(f"prunegen executor: {self.pools.summary()}")
+        try:
+            self._clean_up()
+        except OSError as e:  # never fail a finished run over its housekeeping
+            self.logger.warning(f"prunegen executor: cleaning up {self.folder} failed: {e}")
         if self.sbatch_calls:
             self.logger.info(
                 f"prunegen executor: {self.jobs_submitted} job(s) in {self.sbatch_calls} sbatch call(s); "

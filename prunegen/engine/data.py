@@ -123,6 +123,17 @@ def _stamp(name: str, root: Path, source) -> tuple:
     return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if (st := _stat(f)) is not None)
 
 
+def dataset_files(name: str, data_root: str | Path, source=None) -> list[Path]:
+    """The files under `data_root` a dataset is read from (those there): none for digits and
+    image folders (prunegen.cluster.stage copies these to node-local storage)."""
+    root = Path(data_root).expanduser().absolute()
+    if source is not None:
+        files = [source.npz_path(root)] if source.npz is not None else []
+    else:
+        files = [root / f for f in _FILES.get(name, ())]
+    return [f for f in files if f.is_file() and f.is_relative_to(root)]
+
+
 def _stat(path: Path):
     try:
         return path.stat()

@@ -16,6 +16,7 @@ import yaml
 
 from prunegen.engine import folders
 from prunegen.engine.data import Dataset, DatasetError, load_dataset
+from prunegen.engine.ranks import Ranks
 from prunegen.engine.run import run_cell
 from prunegen.engine.splits import make_splits
 from prunegen.study.load import from_dict, load_study
@@ -85,6 +86,12 @@ def test_a_training_example_is_cropped_by_its_epoch_and_index_alone(shapes, tmp_
     assert not torch.equal(a, epoch(forward, 16, 12))
     steps = list(folders.StepBatches(backward, 16, first=3))
     assert steps == [backward[48:64].tolist(), backward[64:].tolist()]  # global batches, from step 3 on
+    # two data-parallel ranks: each decodes its share of every global batch, with one process's crops
+    for rank in (0, 1):
+        share = Ranks(rank, 2).shard
+        got = torch.cat(list(folders.train_batches(x, index, backward, 16, 0, 11, True, True, shard=share)))
+        mine = torch.cat([b[slice(*share(len(b)))] for b in backward.split(16)])  # its examples, in order
+        assert len(got) == 36 and torch.equal(got, a[mine])
     plain = torch.cat(list(folders.eval_batches(x, 10)))
     assert not torch.equal(a, plain)  # augmented, not the evaluation transform
     without = torch.cat(list(folders.train_batches(x, index, forward, 16, 0, 11, False, True)))

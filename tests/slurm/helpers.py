@@ -130,12 +130,15 @@ def env_with(path_prefix: Path | None = None, **extra) -> dict:
 
 
 def smk_cmd(workdir: Path, *args: str, profile: Path = PROFILE, snakefile: Path = SNAKEFILE,
-            workers: int = 0) -> list[str]:
+            workers: int = 0, keep_files_days: float = 1) -> list[str]:
     """The profile's command. `workers`: its --prunegen-workers; 0 (one SLURM job per cell)
     unless a test is about worker jobs (tests/slurm/test_workers.py), so that what a fault
-    does to a cell's own job stays pinned for that mode too."""
+    does to a cell's own job stays pinned for that mode too. `keep_files_days`: 1 keeps the
+    submitit files and cell logs the tests read after a run; 0 (the profile's) removes
+    those of what succeeded (tests/slurm/test_bad_days.py)."""
     return [*SNAKEMAKE, "--profile", str(profile), "--snakefile", str(snakefile), "-d", str(workdir),
-            "--seconds-between-status-checks", str(POLL_S), "--prunegen-workers", str(workers), *args]
+            "--seconds-between-status-checks", str(POLL_S), "--prunegen-workers", str(workers),
+            "--prunegen-keep-files-days", f"{keep_files_days:g}", *args]
 
 
 def run_smk(cmd: list[str], log: Path, env: dict | None = None, timeout: float = 600) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def test_a_cell_past_its_memory_is_killed_and_succeeds_with_more(acct, tmp_path,
     study = write_study(tmp_path, 1, 150, epochs=60)
     results = tmp_path / "results"
     cmd = smk_cmd(tmp_path, "merge", "--config", f"study={study}", f"results_root={results}",
-                  "--prunegen-oom-factor", "8", "--prunegen-mem-ceiling-mb", "1200", workers=workers)
+                  "--prunegen-oom-factor", "8", "--prunegen-mem-ceiling-mb", "1200", workers=workers,
+                  keep_files_days=0)
     rc, out = run_smk(cmd, tmp_path / "smk.log", timeout=600)
     assert rc == 0, out[-4000:]
     assert (results / "scale/cells/benchmark=digits-tiny/arm=dense/noise=0.0/seed=0/level=0/cell.json").exists()
@@ -72,6 +74,16 @@ def test_a_cell_past_its_memory_is_killed_and_succeeds_with_more(acct, tmp_path,
     ref = tmp_path / "ref" / "results"
     reference_run(study, ref)
     assert_tables_equal(results / "scale", ref / "scale")
+    # Item 4: the files of what succeeded are gone as the run ends; the failure's are kept.
+    [run] = (tmp_path / ".snakemake/submitit").iterdir()
+    killed, done = rows[0]["id"], rows[1]["id"]
+    assert sorted(p.name for p in run.glob(f"{killed}_*")) == [f"{killed}_0_log.err", f"{killed}_0_log.out",
+                                                              f"{killed}_submission.sh", f"{killed}_submitted.pkl"]
+    assert not list(run.glob(f"{done}_*")), sorted(p.name for p in run.iterdir())
+    archive = results / "scale/logs/cells" / f"done-{run.name}.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["benchmark=digits-tiny/arm=dense/noise=0.0/seed=0/level=0.log"]
+    assert not list((results / "scale/logs/cells").rglob("*.log"))
 
 
 @pytest.mark.parametrize("workers", [0, 4], ids=["job-per-cell", "worker-jobs"])

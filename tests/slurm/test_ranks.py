@@ -17,7 +17,7 @@ from tests.slurm.helpers import finish, job_of, run_smk, sacct_jobs, smk_cmd, st
 
 slurm_mark = pytest.mark.slurm
 
-EPOCHS = 600  # ~25 s on 2 ranks of one CPU each: long enough to be caught mid-training
+EPOCHS = 300  # ~12 s on 2 ranks of one CPU each: long enough to be caught mid-training
 STUDY = f"""\
 study: dp
 device: cpu
