@@ -130,6 +130,10 @@ class ExecutorSettings(ExecutorSettingsBase):
         "auto", "CUDA MPS for a worker's slots: 'auto' (where the job has a GPU and the node "
                 "has nvidia-cuda-mps-control), 'on' (fail without it), 'off'.",
         choices=["auto", "on", "off"])
+    min_mem_mb: int = _setting(
+        256, "The least memory (MB) a job asks for: a job's own Python (submitit) and Snakemake hold "
+             "~200 MB before its rule's command starts, so a smaller mem_mb (Snakemake's own test "
+             "workflows ask 5 MB) is killed on a cluster that enforces memory.")
     oom_factor: float = _setting(
         1.5, "A job killed for memory (OUT_OF_MEMORY, or SLURM's 'exceeded memory limit' in its "
              "log) is retried asking this many times its memory; a cell of a worker job is queued "

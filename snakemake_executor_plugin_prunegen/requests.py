@@ -60,7 +60,7 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         runtime = cap  # the time-outs requeue it; the cell resumes (the executor says so)
     return Request(
         cpus=cpus,
-        mem_mb=as_int(resource(job, "mem_mb")),
+        mem_mb=_at_least(as_int(resource(job, "mem_mb")), getattr(s, "min_mem_mb", 0)),
         runtime_min=runtime,
         gpus=gpus,
         gpu_model=resource(job, "gpu_model"),
@@ -73,6 +73,11 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         extra=extra,
         job_name=job_name,
     )
+
+
+def _at_least(mem_mb: Optional[int], floor: Optional[int]) -> Optional[int]:
+    """The job's memory, raised to the executor's floor (min_mem_mb); None stays None (SLURM's default)."""
+    return max(mem_mb, int(floor)) if mem_mb is not None and floor else mem_mb
 
 
 def ranks(job) -> int:

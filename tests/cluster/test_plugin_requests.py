@@ -54,3 +54,14 @@ def test_comment_label_and_progress_folders():
     assert requests.comment([group]) == "group-pack[1]:cell"
     assert requests.label(group) == "group pack (2 jobs)" and requests.progress_dirs(group) == ["/r/c/a", "/r/c/b"]
     assert requests.runtime_asked([Job(resources={"runtime": 30}), b]) == 30
+
+
+def test_a_job_asks_at_least_the_memory_its_own_python_and_snakemake_hold():
+    """A job runs submitit's Python and Snakemake (~200 MB) before its rule's command: less than
+    the floor (Snakemake's own test workflows ask 5 MB) is raised to it; unset stays unset."""
+    settings = ExecutorSettings()
+    assert requests.request(Job(resources={"mem_mb": 5}), settings, "j", lambda p: None).mem_mb == 256
+    assert requests.request(Job(resources={"mem_mb": 3000}), settings, "j", lambda p: None).mem_mb == 3000
+    assert requests.request(Job(), settings, "j", lambda p: None).mem_mb is None
+    assert requests.request(Job(resources={"mem_mb": 5}), ExecutorSettings(min_mem_mb=0), "j",
+                            lambda p: None).mem_mb == 5

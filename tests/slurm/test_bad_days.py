@@ -50,25 +50,26 @@ def write_study(tmp_path: Path, cells: int, mem_mb: int, epochs: int = 1) -> Pat
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["job-per-cell", "worker-jobs"])
 def test_a_cell_past_its_memory_is_killed_and_succeeds_with_more(acct, tmp_path, workers):
-    """Done 1: a cell asks 150 MB, far less than a cell job holds (submitit's Python,
-    Snakemake and torch: ~500 MB), so SLURM kills it for memory; the retry asks 8x (the
+    """Done 1: a cell asks 150 MB, which the executor raises to its floor of 256 MB
+    (--prunegen-min-mem-mb), still far less than a cell job holds (submitit's Python,
+    Snakemake and torch: ~500 MB), so SLURM kills it for memory; the retry asks 4x (the
     factor given here) and the cell completes, with the records of a local run. (SLURM
     samples memory every 2 s: the cell trains long enough, some 10 s, to be seen.)"""
     study = write_study(tmp_path, 1, 150, epochs=60)
     results = tmp_path / "results"
     cmd = smk_cmd(tmp_path, "merge", "--config", f"study={study}", f"results_root={results}",
-                  "--prunegen-oom-factor", "8", "--prunegen-mem-ceiling-mb", "1200", workers=workers,
+                  "--prunegen-oom-factor", "4", "--prunegen-mem-ceiling-mb", "1200", workers=workers,
                   keep_files_days=0)
     rc, out = run_smk(cmd, tmp_path / "smk.log", timeout=600)
     assert rc == 0, out[-4000:]
     assert (results / "scale/cells/benchmark=digits-tiny/arm=dense/noise=0.0/seed=0/level=0/cell.json").exists()
     rows = [r for r in sacct_rows(tmp_path) if r["comment"].startswith(("cell", "prunegen-worker"))]
-    assert [r["mem"] for r in rows] == ["150M", "1200M"], rows  # killed at 150 MB, done at 8x
+    assert [r["mem"] for r in rows] == ["256M", "1G"], rows  # killed at 256 MB, done at 4x (sacct: 1024M is "1G")
     assert rows[0]["state"] in ("FAILED", "OUT_OF_MEMORY") and rows[1]["state"] == "COMPLETED", rows
     if workers:
-        assert re.search(r"out of memory at 150 MB in worker job \S+: again with 1200 MB", out), out[-3000:]
+        assert re.search(r"out of memory at 256 MB in worker job \S+: again with 1024 MB", out), out[-3000:]
     else:
-        assert "out of memory at 150 MB: retried with 1200 MB" in out, out[-3000:]
+        assert "out of memory at 256 MB: retried with 1024 MB" in out, out[-3000:]
         # the retry was the executor's own, not one of Snakemake's --retries
         assert "cause: memory" in out
     ref = tmp_path / "ref" / "results"
