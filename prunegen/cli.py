@@ -45,6 +45,7 @@ def cmd_run_cell(args) -> None:
     from .engine import allocator, ranks, stopping
     from .engine.gpu_sampler import gpu_sampler
     from .cluster import stage
+    from .engine.data import dataset_files
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 
@@ -55,9 +56,10 @@ def cmd_run_cell(args) -> None:
     if rank.main and rank.world > 1:
         rank.tell(args.argv)  # the cell, to the other ranks (`prunegen rank`)
     study = _load(args)
-    staged = stage.staged_root(study, study.benchmarks[args.benchmark]) if args.benchmark in study.benchmarks else None
-    if staged is not None:  # read from this node's copy (PRUNEGEN_STAGE_DIR: prunegen.cluster.stage)
-        study = dataclasses.replace(study, data_root=staged)
+    bm = study.benchmarks.get(args.benchmark)
+    files = dataset_files(bm.dataset, study.data_root, bm.source) if bm is not None and stage.stage_dir() else []
+    if files:  # read this node's copy (PRUNEGEN_STAGE_DIR: prunegen.cluster.stage)
+        study = dataclasses.replace(study, data_root=stage.stage(files, study.data_root, stage.stage_dir()))
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     world = cell.benchmark.resources.world
     if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them

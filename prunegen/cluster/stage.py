@@ -7,7 +7,8 @@ thousands of times. With `PRUNEGEN_STAGE_DIR` set (the profile's `prunegen-stage
 `<stage dir>/prunegen-data/<digest of data_root>/`, once per node: the first job there copies
 (under a file lock, each file written under a temporary name and renamed), every later one
 finds the copy (same size and modification time as the source) and reads it. Only the
-files the engine reads are copied (prunegen.engine.data.dataset_files): the in-memory
+files the engine reads are copied (prunegen.engine.data.dataset_files, which `prunegen
+run-cell` gives it: this module stays torch-free, as the cluster side must): the in-memory
 datasets; image folders (ImageNet's 140 GB) are not staged.
 
 What a cell computes does not depend on where its files were read (the copy has the same
@@ -56,15 +57,7 @@ def stage(files: list[Path], data_root: Path, stage_dir: Path) -> Path:
     return root
 
 
-def staged_root(study, benchmark) -> Path | None:
-    """The staged data root for `benchmark`'s dataset where PRUNEGEN_STAGE_DIR names a
-    folder (None: read from `data_root` as is: not set, empty, or nothing to stage)."""
+def stage_dir() -> Path | None:
+    """Where this node stages datasets (PRUNEGEN_STAGE_DIR), None when not set or empty."""
     where = os.environ.get(ENV, "").strip()
-    if not where:
-        return None
-    from ..engine.data import dataset_files  # torch: only a cell process gets here
-
-    files = dataset_files(benchmark.dataset, study.data_root, benchmark.source)
-    if not files:
-        return None
-    return stage(files, study.data_root, Path(where))
+    return Path(where) if where else None
