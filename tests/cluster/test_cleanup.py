@@ -38,6 +38,8 @@ def test_a_run_cleans_what_succeeded_packs_its_logs_and_keeps_a_failure(tmp_path
     run.mkdir(parents=True)
     submitit_job(run, "7")
     submitit_job(run, "8", ok=False)
+    (run / ".submission_file_a1.sh").symlink_to(run / "7_submission.sh")  # as submitit leaves them
+    (run / ".submission_file_b2.sh").symlink_to(run / "8_submission.sh")
     logs = tmp_path / "results/s/logs/cells/benchmark=b/arm=dense"
     logs.mkdir(parents=True)
     good, bad = logs / "ok.log", logs / "failed.log"
@@ -52,6 +54,7 @@ def test_a_run_cleans_what_succeeded_packs_its_logs_and_keeps_a_failure(tmp_path
     assert sorted(p.name for p in run.glob("8_*")) == ["8_0_log.err", "8_0_log.out", "8_0_result.pkl",
                                                        "8_submission.sh", "8_submitted.pkl"]  # the failure's, all kept
     assert not list(run.glob("7_*")) and not good.exists() and bad.exists()
+    assert [p.name for p in run.glob(".submission_file_*")] == [".submission_file_b2.sh"]  # the failure's link
     archive = tmp_path / "results/s/logs/cells" / f"done-{run.name}.tar.gz"
     with tarfile.open(archive) as tar:
         assert tar.getnames() == ["benchmark=b/arm=dense/ok.log"]

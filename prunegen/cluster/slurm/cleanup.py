@@ -98,6 +98,9 @@ def clean(run_folder: Path) -> dict[str, int]:
         if Path(task).exists():
             Path(task).unlink()
             removed["queue"] += 1
+    for link in run_folder.glob(".submission_file_*.sh"):  # submitit's links to the scripts removed above
+        if link.is_symlink() and not link.exists():
+            link.unlink()
     path.unlink(missing_ok=True)
     (run_folder / "cleaned.json").write_text(json.dumps({**removed, "at": time.time()}))
     return removed
