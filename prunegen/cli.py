@@ -45,7 +45,7 @@ def cmd_run_cell(args) -> None:
     from .engine import allocator, ranks, stopping
     from .engine.gpu_sampler import gpu_sampler
     from .cluster import stage
-    from .engine.data import dataset_files
+    from .engine.data import check_present, dataset_files
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 
@@ -64,6 +64,8 @@ def cmd_run_cell(args) -> None:
     world = cell.benchmark.resources.world
     if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them
         from .cluster.launch import launch_local  # the cluster side (submitit), for such a cell only
+
+        check_present(cell.benchmark.dataset, study.data_root, cell.benchmark.source)  # one error, not `world`
 
         rc = launch_local(args.argv, world, cell.benchmark.resources.gpus,
                           study.root / "logs" / "ranks" / cell.relpath, stopping.requested)

@@ -123,6 +123,23 @@ def _stamp(name: str, root: Path, source) -> tuple:
     return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if (st := _stat(f)) is not None)
 
 
+def check_present(name: str, data_root: str | Path, source=None) -> None:
+    """Raise the DatasetError loading would, where a dataset's files or folders are plainly not
+    there: cheap, for a data-parallel cell before it starts its ranks (one clear error, not N)."""
+    root = Path(data_root).expanduser().absolute()
+    if source is not None and source.folders is not None:
+        from . import folders
+
+        try:
+            folders.check_present(source, root)
+        except folders.LayoutError as e:
+            raise DatasetError(str(e)) from None
+    elif source is None and name in _FILES:
+        missing = [f for f in _FILES[name] if not (root / f).is_file()]
+        if missing:
+            raise _error(name, root, f"missing {', '.join(missing)}", False)
+
+
 def dataset_files(name: str, data_root: str | Path, source=None) -> list[Path]:
     """The files under `data_root` a dataset is read from (those there): none for digits and
     image folders (prunegen.cluster.stage copies these to node-local storage)."""

@@ -189,17 +189,24 @@ class LayoutError(ValueError):
     (prunegen.engine.data raises it as its DatasetError)."""
 
 
+def check_present(src, data_root) -> Path:
+    """The dataset's root, if its train/ and val/ folders are there; else LayoutError naming the
+    path and the layout (cheap: run before a data-parallel cell starts its ranks)."""
+    root = root_of(src, data_root)
+    missing = [d for d in ("train", "val") if not (root / d).is_dir()]
+    if missing:
+        raise LayoutError(f"dataset {src.name!r}: no {' and no '.join(f'{d}/' for d in missing)} folder in "
+                          f"{root}\n" + LAYOUT.format(root=root))
+    return root
+
+
 def load(src, data_root):
     """A `folders:` dataset of the study as (train_x, train_y, test_x, test_y): FolderImages and
     int64 labels (no image is decoded here). Raises LayoutError naming the path and the layout."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # only for these datasets
 
-    root = root_of(src, data_root)
+    root = check_present(src, data_root)
     where = f"dataset {src.name!r}"
-    missing = [d for d in ("train", "val") if not (root / d).is_dir()]
-    if missing:
-        raise LayoutError(f"{where}: no {' and no '.join(f'{d}/' for d in missing)} folder in {root}\n"
-                           + LAYOUT.format(root=root))
     try:
         classes, class_to_idx = find_classes(str(root / "train"))
         val_classes, _ = find_classes(str(root / "val"))

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from prunegen import cli
 from prunegen.engine import folders
 from prunegen.engine.data import Dataset, DatasetError, load_dataset
 from prunegen.engine.ranks import Ranks
@@ -113,7 +114,7 @@ def test_label_noise_and_the_validation_split_are_the_in_memory_draw(shapes, tmp
                                          for i in a.train.index[:2].tolist()]
 
 
-def test_without_the_folders_run_cell_names_the_path_and_the_layout(tmp_path):
+def test_without_the_folders_run_cell_names_the_path_and_the_layout(tmp_path, capsys):
     study = load_study(PAPER, overrides={"data_root": str(tmp_path / "data"), "results_root": str(tmp_path / "r")})
     with pytest.raises(DatasetError) as err:
         run_cell(study, "imagenet-resnet50", "dense", 0, 0.0, 0, device="cpu")
@@ -121,6 +122,13 @@ def test_without_the_folders_run_cell_names_the_path_and_the_layout(tmp_path):
     assert str(tmp_path / "data" / "imagenet") in text
     assert "train/<class>/<image>" in text and "val/<class>/<image>" in text
     assert not list((tmp_path / "r").glob("**/cell.json"))
+    # the command: the 8-GPU cell says so once, before it starts any of its 8 ranks
+    rc = cli.main(["run-cell", "--study", str(PAPER), "--data-root", str(tmp_path / "data"),
+                   "--results-root", str(tmp_path / "r"), "--benchmark", "imagenet-resnet50", "--arm", "dense",
+                   "--level", "0", "--noise", "0.0", "--seed", "0"])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("prunegen: error:") == 1 and str(tmp_path / "data" / "imagenet") in err, err
+    assert "train/<class>/<image>" in err and not (tmp_path / "r" / "paper" / "logs" / "ranks").exists()
 
 
 def test_a_folder_whose_classes_differ_from_the_definition_is_refused(shapes, tmp_path):
