@@ -688,7 +688,11 @@ class Executor(RemoteExecutor):
             if (j.aux or {}).get("task"):
                 self._queue(j.aux["queue"]).withdraw(j.aux["task"])
         ids = [j.external_jobid for j in active_jobs if j.external_jobid and not (j.aux or {}).get("task")]
-        ids += self.pools.worker_ids()
+        # and every job not yet seen to end: Snakemake's list of active jobs is empty while a
+        # status poll runs (it takes them out and puts back those still active), so a Ctrl-C
+        # landing in a poll would otherwise cancel nothing and leave the whole run queued
+        ids += [j for j in self.watcher.tracked() if j not in ids]
+        ids += [w for w in self.pools.worker_ids() if w not in ids]
         if ids:
             self.logger.info(f"Cancelling {len(ids)} SLURM job(s): scancel {' '.join(ids)}")
             slurm_submit.cancel(ids)

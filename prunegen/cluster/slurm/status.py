@@ -186,6 +186,10 @@ class StatusWatcher:
         if result_pickle is not None:
             self._results[str(job_id)] = Path(result_pickle)
 
+    def tracked(self) -> list[str]:
+        """The jobs registered and not forgotten: those not yet seen to end."""
+        return list(self._results)
+
     def forget(self, job_id: str) -> None:
         self._results.pop(job_id, None)
         for d in (self._first_missing, self._first_requeue, self._first_stuck):
