@@ -64,8 +64,8 @@ def request(job, settings, job_name: str, max_minutes: Callable[[Optional[str]],
         runtime_min=runtime,
         gpus=gpus,
         gpu_model=resource(job, "gpu_model"),
-        nodes=max(1, as_int(resource(job, "nodes"), 1)),
-        tasks=max(1, as_int(resource(job, "tasks"), 1)),
+        nodes=_per_cell(job, "nodes"),
+        tasks=_per_cell(job, "tasks"),
         partition=partition,
         account=resource(job, "slurm_account", "account", default=s.account),
         constraint=resource(job, "constraint", default=s.constraint),
@@ -82,7 +82,14 @@ def _at_least(mem_mb: Optional[int], floor: Optional[int]) -> Optional[int]:
 
 def ranks(job) -> int:
     """The ranks of a job's cell (nodes x tasks): more than one, it is data-parallel."""
-    return max(1, as_int(resource(job, "nodes"), 1)) * max(1, as_int(resource(job, "tasks"), 1))
+    return _per_cell(job, "nodes") * _per_cell(job, "tasks")
+
+
+def _per_cell(job, name: str) -> int:
+    """A cell's nodes or tasks: of a group job, the most any member asks (Snakemake sums a
+    group's resources: 22 packed one-node cells would ask --nodes=22, which no partition has)."""
+    members = list(job.jobs) if job.is_group() else [job]
+    return max((max(1, as_int(resource(m, name), 1) or 1) for m in members), default=1)
 
 
 def progress_dirs(job) -> List[str]:

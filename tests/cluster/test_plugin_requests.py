@@ -41,6 +41,11 @@ def test_a_group_shares_the_gpus_its_members_need_unless_told_to_sum():
     group = Job(name="group", resources={"gpus": 2}, jobs=members, groupid="pack")
     assert requests.request(group, ExecutorSettings(), "j", lambda p: None).gpus == 1
     assert requests.request(group, ExecutorSettings(group_gpus="sum"), "j", lambda p: None).gpus == 2
+    # nodes and tasks are a cell's, not summed: packed one-rank cells are one task on one node
+    members = [Job(resources={"nodes": 1, "tasks": 1}), Job(resources={"nodes": 1, "tasks": 1})]
+    group = Job(name="group", resources={"nodes": 2, "tasks": 2}, jobs=members, groupid="pack")
+    r = requests.request(group, ExecutorSettings(), "j", lambda p: None)
+    assert (r.nodes, r.tasks, requests.ranks(group)) == (1, 1, 1)
 
 
 def test_comment_label_and_progress_folders():
