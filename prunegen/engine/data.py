@@ -128,7 +128,7 @@ def check_present(name: str, data_root: str | Path, source=None) -> None:
     there: cheap, for a data-parallel cell before it starts its ranks (one clear error, not N)."""
     root = Path(data_root).expanduser().absolute()
     if source is not None and source.folders is not None:
-        from . import folders
+        from . import folders  # torchvision's folder listing, only for these datasets
 
         try:
             folders.check_present(source, root)

@@ -31,7 +31,7 @@ def test_chain_parents_are_the_previous_level_and_random_reads_imp():
 def test_resources_come_from_the_study_and_scale_with_cycles():
     study = dag.load(SMOKE)
     r = dag.resources(study, w())
-    assert r == {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 5}
+    assert r == {"gpus": 0, "cpus": 1, "mem_mb": 1000, "runtime_min": 5, "nodes": 1, "tasks": 1}
     assert dag.resources(study, w(arm="downscaled_extended"))["runtime_min"] == 10  # 3 cycles, 1 shared
 
 
