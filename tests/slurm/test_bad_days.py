@@ -54,8 +54,9 @@ def test_a_cell_past_its_memory_is_killed_and_succeeds_with_more(acct, tmp_path,
     (--prunegen-min-mem-mb), still far less than a cell job holds (submitit's Python,
     Snakemake and torch: ~500 MB), so SLURM kills it for memory; the retry asks 4x (the
     factor given here) and the cell completes, with the records of a local run. (SLURM
-    samples memory every 2 s: the cell trains long enough, some 10 s, to be seen.)"""
-    study = write_study(tmp_path, 1, 150, epochs=60)
+    samples memory every 2 s, and from a step's start only after a while: the cell trains
+    long enough to be seen, some 10 s; at 60 epochs a fast run finished first.)"""
+    study = write_study(tmp_path, 1, 150, epochs=300)
     results = tmp_path / "results"
     cmd = smk_cmd(tmp_path, "merge", "--config", f"study={study}", f"results_root={results}",
                   "--prunegen-oom-factor", "4", "--prunegen-mem-ceiling-mb", "1200", workers=workers,
