@@ -42,7 +42,7 @@ def kind(rel: Path) -> str:
                     return f"submitit: *{end}"
             return f"submitit: {name}" if "." in name else "submitit: other"
         return f".snakemake/{parts[1]}"
-    if "cells" in parts and parts[-2:-1] and "logs" in parts:
+    if "cells" in parts and "logs" in parts:
         return "results: cell logs" if rel.suffix == ".log" else "results: cell logs packed (.tar.gz)"
     if "cells" in parts and "benchmarks" in parts:
         return "results: cell benchmark .tsv"

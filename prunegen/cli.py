@@ -56,10 +56,10 @@ def cmd_run_cell(args) -> None:
     if rank.main and rank.world > 1:
         rank.tell(args.argv)  # the cell, to the other ranks (`prunegen rank`)
     study = _load(args)
-    bm = study.benchmarks.get(args.benchmark)
-    files = dataset_files(bm.dataset, study.data_root, bm.source) if bm is not None and stage.stage_dir() else []
+    bm, node_dir = study.benchmarks.get(args.benchmark), stage.stage_dir()
+    files = dataset_files(bm.dataset, study.data_root, bm.source) if bm is not None and node_dir else []
     if files:  # read this node's copy (PRUNEGEN_STAGE_DIR: prunegen.cluster.stage)
-        study = dataclasses.replace(study, data_root=stage.stage(files, study.data_root, stage.stage_dir()))
+        study = dataclasses.replace(study, data_root=stage.stage(files, study.data_root, node_dir))
     cell = study.cell(args.benchmark, args.arm, args.level, args.noise, args.seed)
     world = cell.benchmark.resources.world
     if rank.world == 1 and world > 1:  # this process starts the cell's ranks and waits for them

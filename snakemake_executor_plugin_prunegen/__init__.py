@@ -144,6 +144,9 @@ class ExecutorSettings(ExecutorSettingsBase):
         2, "A node where this many jobs failed for node-level reasons (NODE_FAIL, BOOT_FAIL, a "
            "CUDA/NCCL error, a job that failed before its command started) within "
            "--prunegen-node-window-s is excluded (sbatch --exclude) from every later job of the run.")
+    node_window_s: int = _setting(
+        3600, "The window, in seconds, in which --prunegen-node-failures node-level failures "
+              "exclude a node.")
     keep_files_days: float = _setting(
         0, "What belongs to jobs and cells that succeeded (submitit's pickles and logs, the "
            "cells' logs, worker queues' outcomes) is removed when the run ends (0), or kept this "
@@ -154,9 +157,6 @@ class ExecutorSettings(ExecutorSettingsBase):
         None, "Node-local storage to stage each cell's dataset to, once per node (e.g. "
               "'$SLURM_TMPDIR' or '/tmp', expanded on the node): cells there read the copy, not "
               "data_root on the shared file system (prunegen.cluster.stage). Default: no staging.")
-    node_window_s: int = _setting(
-        3600, "The window, in seconds, in which --prunegen-node-failures node-level failures "
-              "exclude a node.")
     worker_idle_s: int = _setting(
         60, "A worker job exits after this many seconds without a cell to run.")
     worker_runtime: Optional[int] = _setting(

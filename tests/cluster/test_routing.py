@@ -4,7 +4,8 @@ failure (item 1, in part). On the real test cluster: tests/slurm/test_workers.py
 
 import pytest
 
-from prunegen.cluster.slurm import partitions
+from prunegen.cluster import joblog
+from prunegen.cluster.slurm import partitions, retry
 from prunegen.cluster.slurm.request import Request, SlurmError
 
 FILE = """\
@@ -104,9 +105,6 @@ def test_a_cell_whose_worker_ran_out_of_memory_is_queued_again_with_more_up_to_a
 
 
 # ---------------------------------------------------------------- retry by cause (item 1, 2)
-from prunegen.cluster import joblog  # noqa: E402
-from prunegen.cluster.slurm import retry  # noqa: E402
-from prunegen.cluster.slurm.request import Request as _Request  # noqa: E402
 
 
 def _log(tmp_path, name, text):
@@ -153,11 +151,11 @@ def test_a_node_is_excluded_after_its_failures_within_the_window():
 
 
 def test_the_exclude_list_reaches_sbatch_with_the_researchers_own():
-    p = _Request(exclude="n1,n2").submitit_parameters()
+    p = Request(exclude="n1,n2").submitit_parameters()
     assert p["exclude"] == "n1,n2"
-    p = _Request(exclude="n2", extra="--exclude=n9").submitit_parameters()
+    p = Request(exclude="n2", extra="--exclude=n9").submitit_parameters()
     assert p["exclude"] == "n9,n2" and "exclude" not in p.get("additional_parameters", {})
-    assert "exclude" not in _Request().submitit_parameters()
+    assert "exclude" not in Request().submitit_parameters()
 
 
 def test_memory_grows_by_the_factor_up_to_the_ceiling():
