@@ -173,10 +173,13 @@ def train_batches(images: FolderImages, index: torch.Tensor, perm: torch.Tensor,
         yield x.to(images.device, non_blocking=True)
 
 
-def eval_batches(images: FolderImages, batch_size: int):
-    """The split in order, in batches of `batch_size`, with the evaluation transform."""
-    order = torch.arange(len(images))
-    for x in _loader(_Decoded(images, None, None, False), StepBatches(order, batch_size), images.device):
+def eval_batches(images: FolderImages, batch_size: int, numbers=None):
+    """The split in order, in batches of `batch_size`, with the evaluation transform; only the
+    batches `numbers` (a data-parallel rank's, Ranks.batches) when given."""
+    n = len(images)
+    numbers = range(-(-n // batch_size)) if numbers is None else numbers
+    batches = [range(k * batch_size, min(n, (k + 1) * batch_size)) for k in numbers]  # (small: ranges)
+    for x in _loader(_Decoded(images, None, None, False), batches, images.device):
         yield x.to(images.device, non_blocking=True)
 
 

@@ -14,7 +14,11 @@ What holds (docs/design.md, "Data-parallel cells"):
   replicas stay equal and masked weights stay exactly zero after every step;
 - BatchNorm is per replica, as OpenLTH does it (DDP, no SyncBatchNorm): batch statistics
   of the rank's share; running statistics are rank 0's (DDP broadcasts them each step);
-- rank 0 alone holds the cell's lock, evaluates, writes the checkpoint and the records;
+- every rank evaluates every world-th batch of the batches one process evaluates, with
+  rank 0's model (its BatchNorm statistics sent to all first), and rank 0 gathers them: an
+  example's numbers are the bits rank 0 alone would compute (`batches`, `same_buffers`,
+  `gather`);
+- rank 0 alone holds the cell's lock, writes the checkpoint and the records;
 - a stop signal (USR2, TERM) may reach ranks at different steps: every step they agree on
   it (one all-reduce MAX of a CPU flag over gloo: no GPU sync), so all stop at one step.
 """
@@ -22,6 +26,7 @@ What holds (docs/design.md, "Data-parallel cells"):
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-TIMEOUT = datetime.timedelta(minutes=30)  # a collective waiting this long fails (rank 0 evaluates alone)
+TIMEOUT = datetime.timedelta(minutes=30)  # a collective waiting this long fails (rank 0 saves and writes alone)
 
 
 class RanksError(RuntimeError):
@@ -45,8 +50,14 @@ class Ranks:
 
     @property
     def main(self) -> bool:
-        """Rank 0: holds the lock, evaluates, writes the checkpoint and the records."""
+        """Rank 0: holds the lock, gathers the evaluations, writes the checkpoint and the records."""
         return self.rank == 0
+
+    def batches(self, n: int, batch_size: int) -> range:
+        """The numbers of the evaluation batches this rank takes of a split of `n` examples in
+        batches of `batch_size`: every world-th from its rank. The batches are one process's,
+        so each example is evaluated in the batch it would be in (the same bits)."""
+        return range(self.rank, math.ceil(n / batch_size), self.world)
 
     def shard(self, size: int) -> tuple[int, int]:
         """This rank's rows [lo, hi) of a global batch of `size` examples: contiguous
@@ -97,6 +108,23 @@ class Ranks:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=_cpu_group())
         return t
+
+    def same_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank: after a training
+        step each replica's hold its own share's update (DDP sends rank 0's only before the
+        next forward), and evaluation must be of rank 0's model."""
+        if self.world == 1:
+            return
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+
+    def gather(self, obj: Any) -> list | None:
+        """Every rank's `obj` (picklable; CPU tensors), in rank order, on rank 0; None elsewhere."""
+        if self.world == 1:
+            return [obj]
+        box = [None] * self.world if self.main else None
+        dist.gather_object(obj, box, dst=0, group=_cpu_group())
+        return box
 
     def tell(self, obj: Any) -> Any:
         """Rank 0's `obj`, on every rank (a picklable object, over gloo)."""

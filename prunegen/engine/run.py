@@ -82,10 +82,15 @@ def _git_revision() -> str | None:
         return None
 
 
-def examples_table(model, splits: Splits, batch_size: int, channels_last: bool) -> dict[str, list]:
+def examples_table(model, splits: Splits, batch_size: int, channels_last: bool,
+                   r: ranks.Ranks = ranks.SINGLE) -> dict[str, list] | None:
+    """Every example's record; data-parallel, every rank evaluates a share and rank 0 gets the
+    table (None on the others)."""
     cols: dict[str, list] = {f: [] for f in schemas.EXAMPLES.names}
     for split in (splits.train, splits.val, splits.test):
-        loss, pred = evaluate(model, split, splits, batch_size, channels_last)
+        loss, pred = evaluate(model, split, splits, batch_size, channels_last, r)
+        if loss is None:  # (this rank's share went to rank 0)
+            continue
         y, true_y = split.y.cpu(), split.true_y.cpu()
         cols["split"] += [split.name] * len(split)
         cols["index"] += split.index.cpu().tolist()
@@ -96,7 +101,7 @@ def examples_table(model, splits: Splits, batch_size: int, channels_last: bool) 
         cols["predicted"] += pred.tolist()
         cols["correct_observed"] += (pred == y).tolist()
         cols["correct_true"] += (pred == true_y).tolist()
-    return cols
+    return cols if r.main else None
 
 
 def summarize(cell: Cell, ex: dict[str, list], report: dict, start: Start) -> dict:
@@ -188,13 +193,13 @@ def _run(cell: Cell, device: str | None, r: ranks.Ranks = ranks.SINGLE) -> Path:
     history, info = train(model, mask, splits, bm.train, cycles=start.cycles, seed=cell.seed,
                           checkpoint=checkpoint, label=cell.label, lr_constant=start.lr_constant,
                           on_epoch=save_rewind, first_epoch=start.first_epoch, ranks=r)
-    if not r.main:  # rank 0 evaluates and writes the records
+    ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last, r)  # (every rank a share)
+    if not r.main:  # rank 0 writes the records
         return out
 
     prefix = chains.prefix(cell)
     if cell.base in CHAIN_ARMS or prefix is not None:  # the whole curve: every cycle behind this model
         history = parent_history(cell, chains.parents(cell)[0]) + history
-    ex = examples_table(model, splits, bm.train.eval_batch_size, channels_last)
     report = pruning.sparsity_report(model, mask)
     summary = summarize(cell, ex, report, start)
     summary["wall_seconds"] = time.perf_counter() - t0

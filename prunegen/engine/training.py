@@ -86,30 +86,38 @@ def _inputs(x: torch.Tensor, splits: Splits, channels_last: bool) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int,
-             channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int, channels_last: bool = False,
+             ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
     """Per-example loss (against split.y) and predicted class, in large no-grad batches, in
     fp32 on every device (the per-example records and memorization come from these
-    logits: never from bf16 ones)."""
+    logits: never from bf16 ones). Data-parallel, every rank calls it: rank r evaluates
+    batches r, r + N, ... of one process's batches with rank 0's model, and rank 0 gets
+    them all in order (the others (None, None)): the bits rank 0 alone would compute."""
+    ranks.same_buffers(model)
     model.eval()
-    losses, preds = [], []
-    i = 0
-    for x in _eval_batches(split, batch_size):
+    parts = []
+    for k, x in zip(ranks.batches(len(split), batch_size), _eval_batches(split, batch_size, ranks)):
         out = model(_inputs(x, splits, channels_last)).float()
-        losses.append(F.cross_entropy(out, split.y[i:i + len(x)], reduction="none"))
-        preds.append(out.argmax(1))
-        i += len(x)
+        y = split.y[k * batch_size:k * batch_size + len(x)]
+        parts.append((F.cross_entropy(out, y, reduction="none"), out.argmax(1)))
     model.train()
-    if not losses:
+    if ranks.world > 1:
+        shares = ranks.gather([(loss.cpu(), pred.cpu()) for loss, pred in parts])
+        if shares is None:
+            return None, None
+        parts = [shares[k % ranks.world][k // ranks.world] for k in range(sum(map(len, shares)))]
+    if not parts:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
-    return torch.cat(losses).cpu(), torch.cat(preds).cpu()
+    return torch.cat([loss for loss, _ in parts]).cpu(), torch.cat([pred for _, pred in parts]).cpu()
 
 
-def _eval_batches(split: Split, batch_size: int):
-    """The split's uint8 images in order, in batches: slices of the tensor, or decoded from files."""
+def _eval_batches(split: Split, batch_size: int, ranks: Ranks = SINGLE):
+    """This rank's evaluation batches of the split's uint8 images (`Ranks.batches`): slices of
+    the tensor, or decoded from files."""
+    numbers = ranks.batches(len(split), batch_size)
     if not isinstance(split.x, torch.Tensor):
-        return folders.eval_batches(split.x, batch_size)
-    return (split.x[i:i + batch_size] for i in range(0, len(split), batch_size))
+        return folders.eval_batches(split.x, batch_size, numbers)
+    return (split.x[k * batch_size:(k + 1) * batch_size] for k in numbers)
 
 
 def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: bool, flip: bool,
@@ -132,10 +140,13 @@ def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: 
         yield x
 
 
-def _mean_metrics(model, split, splits, hp, channels_last) -> tuple[float, float]:
+def _mean_metrics(model, split, splits, hp, channels_last, ranks: Ranks = SINGLE) -> tuple[float, float]:
+    """Mean loss and accuracy; NaN on a rank other than 0 (it sends its share to rank 0)."""
     if len(split) == 0:
         return float("nan"), float("nan")
-    loss, pred = evaluate(model, split, splits, hp.eval_batch_size, channels_last)
+    loss, pred = evaluate(model, split, splits, hp.eval_batch_size, channels_last, ranks)
+    if loss is None:
+        return float("nan"), float("nan")
     return float(loss.mean()), float((pred == split.y.cpu()).float().mean())
 
 
@@ -277,8 +288,8 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
     is called after each completed epoch (and with `first_epoch` before training).
 
     `ranks`: a data-parallel cell's (engine.ranks): every rank trains its share of each
-    global batch and loads the checkpoint; rank 0 alone evaluates, calls `on_epoch` and
-    saves the checkpoint (the others' history rows have no evaluation).
+    global batch, evaluates a share of each split and loads the checkpoint; rank 0 alone
+    calls `on_epoch` and saves the checkpoint (the others' history rows have no evaluation).
     """
     device = splits.train.x.device
     channels_last = use_channels_last(model, device)
@@ -328,9 +339,9 @@ def train(model: nn.Module, mask: pruning.Mask, splits: Splits, hp: Train, *, cy
                 raise stopping.StopRequested(stopping.requested(),
                                              f"at cycle {cycle} epoch {epoch + 1} step {done.step} of {steps}")
             loss_sum, correct = done
-            nan = (float("nan"), float("nan"))  # (rank 0 alone evaluates: its history is the cell's)
-            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last) if ranks.main else nan
-            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last) if ranks.main else nan
+            # (every rank evaluates a share; rank 0's history, with the means, is the cell's)
+            val_loss, val_acc = _mean_metrics(model, splits.val, splits, hp, channels_last, ranks)
+            test_loss, test_acc = _mean_metrics(model, splits.test, splits, hp, channels_last, ranks)
             row = {"cycle": cycle, "epoch": epoch + 1, "lr": lr0,
                    "train_loss": loss_sum / n, "train_acc": correct / n,
                    "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,

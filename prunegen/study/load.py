@@ -109,9 +109,28 @@ def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = N
     if prune.variant == "weight_rewind" and prune.rewind_schedule and prune.rewind_epoch >= train.epochs:
         raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
+    resources = _resources(name, raw.get("resources"))
+    _check_shares(name, train.batch_size, resources.world, None if n_sizes is None else n_sizes[0] - data_raw["val_size"],
+                  source)
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
-                     train=train, prune=prune, resources=_resources(name, raw.get("resources")),
+                     train=train, prune=prune, resources=resources,
                      source=ds, sizes=n_sizes, grid=_grid(raw.get("grid")))
+
+
+def _check_shares(name: str, batch_size: int, world: int, n_train: int | None, source: str) -> None:
+    """Every rank of a data-parallel cell trains on at least one example of every global batch
+    (an empty share breaks BatchNorm and means nothing): the batch, and the epoch's last, smaller
+    one where the training set's size is known at load."""
+    if world == 1:
+        return
+    if batch_size < world:
+        raise StudyError(f"{source}: benchmarks.{name}.train.batch_size: {batch_size} examples cannot be shared "
+                         f"by the {world} ranks of resources (nodes x tasks)")
+    last = 0 if n_train is None else n_train % batch_size
+    if 0 < last < world:
+        raise StudyError(f"{source}: benchmarks.{name}.train.batch_size: the last global batch of an epoch has "
+                         f"{last} of the {n_train} training examples, fewer than the {world} ranks of resources: "
+                         "one would train on none; choose another batch size or validation size")
 
 
 def _grid(raw: dict | None) -> dict | None:

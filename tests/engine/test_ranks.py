@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from prunegen.study.load import load_study
+from tests.helpers import REPO, write_image_folders
 
-REPO = Path(__file__).resolve().parents[2]
 TOL = 2e-5
 TRAIN = 1797 - 360 - 180  # digits' training examples less the validation split
 BATCH = 100  # 13 steps an epoch; the last global batch, 57 examples, splits 29 + 28
@@ -68,20 +69,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_probed_ranks(argv: list[str], out: Path, world: int = 2) -> list[dict]:
-    """`world` ranks started here (env://), each watched by tests/engine/rank_probe.py."""
+def run_ranks(argv: list[str], out: Path, name: str, world: int = 2, rank_argv: list[str] | None = None) -> list[dict]:
+    """`world` processes of `argv` (rank 0) and `rank_argv` (the others; `argv` when None) as the
+    ranks of one env:// group; each writes OUT/<name><rank>.json, returned in rank order."""
     port = str(free_port())
     procs = []
     for rank in range(world):
         env = {**ENV, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "engine" / "rank_probe.py"), str(out),
-                                       *(argv if rank == 0 else ["rank"])], env=env, cwd=REPO,
+        procs.append(subprocess.Popen(argv if rank == 0 or rank_argv is None else rank_argv, env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=300)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-4000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+    return [json.loads((out / f"{name}{r}.json").read_text()) for r in range(world)]
+
+
+def run_probed_ranks(argv: list[str], out: Path, world: int = 2) -> list[dict]:
+    """`world` ranks of a cell started here (env://), each watched by tests/engine/rank_probe.py."""
+    probe = [sys.executable, str(REPO / "tests" / "engine" / "rank_probe.py"), str(out)]
+    return run_ranks([*probe, *argv], out, "rank", world, [*probe, "rank"])
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +144,33 @@ def test_one_process_hash_is_unchanged_by_the_new_resources(runs):
     studies, _ = runs
     cell = studies[1].cell("digits-mlp", "dense", 0, 0.2, 0)
     assert "ranks" not in cell.hparams() and cell.benchmark.resources.world == 1
+
+
+def test_sharded_evaluation_gives_rank_0s_numbers_bit_for_bit(tmp_path):
+    """Every rank evaluates every other batch of one process's batches, with rank 0's BatchNorm
+    statistics (sent first: after a step each replica holds its own share's), and rank 0
+    gathers them in order: its per-example losses and predictions are the ones it computes
+    alone, bit for bit, for in-memory and streamed splits, an odd number of batches included."""
+    shapes = write_image_folders(tmp_path / "shapes", train=17, val=5)
+    conv = {"name": "resnet20", "width": 4}
+    study = {
+        "study": "sharded", "data_root": str(tmp_path), "results_root": str(tmp_path / "results"), "device": "cpu",
+        "datasets": {"shapes": {"folders": shapes.name, "shape": [3, 16, 16], "classes": 3,
+                                "mean": [110.0] * 3, "std": [70.0] * 3}},
+        "benchmarks": {
+            "digits-resnet": {"dataset": "digits", "model": conv, "data": {"val_size": 180},
+                              "train": {"epochs": 1, "batch_size": 64, "eval_batch_size": 64}},
+            "shapes-resnet": {"dataset": "shapes", "model": conv, "data": {"val_size": 10},
+                              "train": {"epochs": 1, "batch_size": 8, "eval_batch_size": 7}}},
+        "arms": ["dense"], "levels": 0, "noise": [0.0], "seeds": [0]}
+    path = tmp_path / "sharded.yaml"
+    path.write_text(yaml.safe_dump(study))
+    seen = run_ranks([sys.executable, str(REPO / "tests" / "engine" / "eval_probe.py"), str(tmp_path), str(path)],
+                     tmp_path, "eval")
+    for name in study["benchmarks"]:
+        main, other = seen[0][name], seen[1][name]
+        assert main["buffers_differed"], name  # else the test could not see a missing broadcast
+        for split in ("train", "val", "test"):
+            assert main[split]["equal"], (name, split, main[split])
+            assert other[split]["got"], (name, split)  # only rank 0 gets the numbers
+        assert any(main[s]["batches"] % 2 for s in ("train", "val", "test")), name  # uneven shares

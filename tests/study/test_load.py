@@ -181,6 +181,23 @@ def test_bad_study_is_refused_with_one_message_naming_the_field(path, value, wor
         assert w in message
 
 
+@pytest.mark.parametrize("batch_size,words", [
+    (1, ["1 examples cannot be shared by the 2 ranks"]),
+    (1256, ["last global batch of an epoch has 1 of the 1257 training examples", "2 ranks"]),
+])
+def test_a_data_parallel_batch_that_leaves_a_rank_no_examples_is_refused(batch_size, words):
+    """digits trains on 1257 examples: with 2 ranks, a batch of 1, or one whose epoch ends in a
+    batch of 1, would leave a rank an empty share; 64 (last batch 41) is fine."""
+    raw = _mutate(("benchmarks", "digits-mlp", "resources", "tasks"), 2)
+    from_dict(raw, source="bad.yaml")
+    raw["benchmarks"]["digits-mlp"]["train"]["batch_size"] = batch_size
+    with pytest.raises(StudyError) as e:
+        from_dict(raw, source="bad.yaml")
+    assert str(e.value).startswith("bad.yaml: benchmarks.digits-mlp.train.batch_size: ")
+    for w in words:
+        assert w in str(e.value)
+
+
 @pytest.mark.parametrize("args,word", [
     (("cifar-nope", "imp", 1, 0.0, 0), "cifar-nope"),
     (("digits-mlp", "pruned", 1, 0.0, 0), "pruned"),
