@@ -5,6 +5,13 @@ import pytest
 from tests.helpers import SMOKE, CellCache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _folder_indexes(tmp_path_factory):
+    """Image-folder indexes (prunegen.engine.folder_index) in the test run's own folder, not the
+    home directory's cache; in os.environ, so cells started as processes or jobs use it too."""
+    os.environ.setdefault("PRUNEGEN_INDEX_DIR", str(tmp_path_factory.mktemp("folder-indexes")))
+
+
 @pytest.fixture
 def smoke_study(tmp_path):
     """The smoke study with its results in a temporary folder."""

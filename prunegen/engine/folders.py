@@ -4,7 +4,8 @@
     <data_root>/<folders>/val/<class>/<image>     the test split (the same class folders, or some of them)
 
 Examples are listed as torchvision's ImageFolder lists them (classes sorted, files sorted within a
-class): an example's index is its position in that list, as a row of an in-memory dataset. A split
+class): an example's index is its position in that list, as a row of an in-memory dataset. The
+list is kept in an index (folder_index.py), so that cells do not list ImageNet again. A split
 holds `FolderImages` (the files) where an in-memory one holds a uint8 tensor; `make_splits`,
 label noise and TIE index them the same way.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import folder_index
 from .seeds import derive
 
 LAYOUT = ("expected layout: {root}/train/<class>/<image> (one folder per class) and {root}/val/<class>/<image> "
@@ -206,12 +208,12 @@ def check_present(src, data_root) -> Path:
 def load(src, data_root):
     """A `folders:` dataset of the study as (train_x, train_y, test_x, test_y): FolderImages and
     int64 labels (no image is decoded here). Raises LayoutError naming the path and the layout."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # only for these datasets
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes  # only for these datasets
 
     root = check_present(src, data_root)
     where = f"dataset {src.name!r}"
     try:
-        classes, class_to_idx = find_classes(str(root / "train"))
+        classes, _ = find_classes(str(root / "train"))
         val_classes, _ = find_classes(str(root / "val"))
         unknown = sorted(set(val_classes) - set(classes))
         if unknown:
@@ -220,16 +222,15 @@ def load(src, data_root):
         if len(classes) != src.classes:
             raise LayoutError(f"{where}: {root / 'train'} has {len(classes)} class folders, the study says "
                                f"classes: {src.classes}\n" + LAYOUT.format(root=root))
-        splits = [make_dataset(str(root / d), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-                  for d in ("train", "val")]
+        listed = folder_index.listing(root, classes, IMG_EXTENSIONS)  # ImageFolder's list, kept in an index
     except OSError as e:
         raise LayoutError(f"{where}: cannot list {root}: {e}\n" + LAYOUT.format(root=root)) from e
-    for d, items in zip(("train", "val"), splits):
-        if not items:
+    for d in ("train", "val"):
+        if not len(listed[d][0]):
             raise LayoutError(f"{where}: no images ({', '.join(IMG_EXTENSIONS)}) under {root / d}\n"
                                + LAYOUT.format(root=root))
     transform = Transform(src.shape, src.resize, src.crop_scale, src.crop_ratio)
     (train_x, train_y), (test_x, test_y) = (
-        (FolderImages(np.array([os.fsencode(p) for p, _ in items]), src.shape, transform),
-         torch.tensor([c for _, c in items], dtype=torch.int64)) for items in splits)
+        (FolderImages(paths, src.shape, transform), torch.from_numpy(labels)) for paths, labels in
+        (listed["train"], listed["val"]))
     return train_x, train_y, test_x, test_y
