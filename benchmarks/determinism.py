@@ -26,7 +26,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA start
 import torch  # noqa: E402
 
 from benchmarks.pack import CASES as PACK_CASES  # noqa: E402
-from prunegen.engine import models, pruning  # noqa: E402
+from prunegen.engine import models  # noqa: E402
 from prunegen.engine.seeds import generator  # noqa: E402
 from prunegen.engine.splits import Split, Splits  # noqa: E402
 from prunegen.engine.training import make_optimizer, train_epoch, use_channels_last  # noqa: E402

@@ -3,7 +3,6 @@ torchvision's ImageFolder's, read from the index while no walked folder changed,
 when one did, when the index is torn, or when it cannot be written (never an error)."""
 
 import os
-import shutil
 import time
 from pathlib import Path
 
