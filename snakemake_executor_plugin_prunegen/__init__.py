@@ -431,8 +431,8 @@ class Executor(RemoteExecutor):
                 self.watcher.forget(wid)
                 state = st.state
                 if st.outcome != "success":
-                    worker = next((p.workers[wid] for p in self.pools.pools.values() if wid in p.workers), None)
-                    logs = [worker.stdout, worker.stderr] if worker else []
+                    found = self.pools.worker(wid)
+                    logs = [found[1].stdout, found[1].stderr] if found else []
                     cause = slurm_retry.classify(state, logs, started_log=logs[0] if logs else None)
                     if cause == "memory":
                         state = "OUT_OF_MEMORY"  # the held cells move to workers with more memory

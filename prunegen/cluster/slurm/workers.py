@@ -122,6 +122,10 @@ class Pools:
     def worker_ids(self) -> list[str]:
         return [wid for p in self.pools.values() for wid in p.workers]
 
+    def worker(self, job_id: str) -> tuple[Pool, WorkerJob] | None:
+        """The live worker job `job_id` and its pool, or None."""
+        return next(((p, p.workers[job_id]) for p in self.pools.values() if job_id in p.workers), None)
+
     def to_start(self) -> list[tuple[Pool, int]]:
         room = self.max_workers - self.live()
         out = []
@@ -158,34 +162,34 @@ class Pools:
         """A worker job is over: what it still held goes back, moves to workers with more
         memory (OUT_OF_MEMORY), or fails. Returns the tasks put back or moved (each with
         `why`) and the tasks failed."""
-        for pool in self.pools.values():
-            job = pool.workers.pop(job_id, None)
-            if job is None:
+        found = self.worker(job_id)
+        if found is None:
+            return [], []
+        pool, job = found
+        del pool.workers[job_id]
+        names = [n for n in pool.queue.claims() if job_of(n) == job_id]  # the job, or its slots
+        why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
+               f"{job.stderr})")
+        back, failed = [], []
+        bigger = self.more_memory(pool.request) if state == "OUT_OF_MEMORY" else None
+        if bigger is not None and not names:
+            # killed before it held a cell (a worker alone passes the request): every cell
+            # still waiting here would meet the same end, so they all move
+            while (task := pool.queue.claim(f"executor-{job_id}")) is not None:
+                back.append({**task, "why": self.move(pool, f"executor-{job_id}", task["id"], task, bigger)})
+        for name in names:
+            held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
+            if bigger is not None:  # the same cell again, where it has more memory
+                for tid, task in held.items():
+                    back.append({**task, "why": self.move(pool, name, tid, task, bigger)})
                 continue
-            names = [n for n in pool.queue.claims() if job_of(n) == job_id]  # the job, or its slots
-            why = (f"its worker job {job_id} ended {state} while running it (submitit log: {job.stdout}, "
-                   f"{job.stderr})")
-            back, failed = [], []
-            bigger = self.more_memory(pool.request) if state == "OUT_OF_MEMORY" else None
-            if bigger is not None and not names:
-                # killed before it held a cell (a worker alone passes the request): every cell
-                # still waiting here would meet the same end, so they all move
-                while (task := pool.queue.claim(f"executor-{job_id}")) is not None:
-                    back.append({**task, "why": self.move(pool, f"executor-{job_id}", task["id"], task, bigger)})
-            for name in names:
-                held = {tid: pool.queue.claimed_task(name, tid) or {} for tid in pool.queue.claims().get(name, [])}
-                if bigger is not None:  # the same cell again, where it has more memory
-                    for tid, task in held.items():
-                        back.append({**task, "why": self.move(pool, name, tid, task, bigger)})
-                    continue
-                if state == "OUT_OF_MEMORY" and pool.request.mem_mb:
-                    why += (f"; {pool.request.mem_mb} MB times the retry factor would pass the ceiling "
-                            "(prunegen-mem-ceiling-mb): not retried")
-                lost = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
-                back += [{**t, "why": why} for tid, t in held.items() if tid not in lost]
-                failed += [{**t, "why": why} for tid, t in held.items() if tid in lost]
-            return back, failed
-        return [], []
+            if state == "OUT_OF_MEMORY" and pool.request.mem_mb:
+                why += (f"; {pool.request.mem_mb} MB times the retry factor would pass the ceiling "
+                        "(prunegen-mem-ceiling-mb): not retried")
+            lost = set(pool.queue.orphans(name, why, put_back=success or state in PUT_BACK))
+            back += [{**t, "why": why} for tid, t in held.items() if tid not in lost]
+            failed += [{**t, "why": why} for tid, t in held.items() if tid in lost]
+        return back, failed
 
     def more_memory(self, request: Request) -> Request | None:
         """The request with `oom_factor` times its memory, or None past `mem_ceiling_mb` (or
