@@ -1,7 +1,10 @@
 """One writer per cell: an exclusive lock file in the cell folder, held by `run-cell`.
 
-Mechanism: the lock is a file created with O_CREAT | O_EXCL, which is atomic on local
-disks, on NFS (v3 and later) and on Lustre, with no lock daemon involved. POSIX
+Mechanism: the lock is a file made by hard-linking a complete file (the holder, written
+under a name of this process's own) to the lock's name: link(2) fails if the name exists,
+atomically on local disks, on NFS and on Lustre, with no lock daemon involved, and the lock
+is never seen without its holder (with O_CREAT | O_EXCL, a second process could read the
+file between its creation and the write, and name "host None pid None" as the holder). POSIX
 fcntl/lockf locks were not chosen: Lustre honours them across nodes only when mounted
 with `-o flock` (many sites mount `localflock` or nothing, where they are per node or
 fail), NFSv3 needs a working lockd, and NFS drops them silently when a client is cut
@@ -105,13 +108,17 @@ class CellLock:
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def _create(self) -> bool:
+        mine = self.path.with_name(f"{LOCK_FILE}.new.{socket.gethostname()}.{os.getpid()}")
+        mine.write_text(json.dumps(self._holder()))
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(mine, self.path)
+            return True
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._holder(), f)
-        return True
+        except OSError:  # NFS may answer a link it made with an error (a lost reply): its count says
+            return os.stat(mine).st_nlink == 2
+        finally:
+            mine.unlink(missing_ok=True)
 
     def _break(self, holder: dict) -> None:
         # Renamed aside before removal: of two processes breaking the same stale lock,

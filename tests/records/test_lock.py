@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -110,3 +111,32 @@ def test_a_lock_left_by_a_sigkilled_run_does_not_block_the_next_which_resumes(si
     assert store.read_cell_json(out)["resumed_from"] is not None  # resumed from the killed run's epoch
     assert not (out / layout.LOCK_FILE).exists()
     assert_same_records(out, single)
+
+
+def test_the_lock_file_is_never_seen_without_its_holder(tmp_path, monkeypatch):
+    """A second process reading the lock the instant it appears finds the holder, never an empty
+    file (CI once named "host None pid None": the holder was written after the file was made).
+    Here the holder takes 0.3 s to describe; a reader polls the lock name the whole time."""
+    from prunegen.records.lock import CellLock, _read
+
+    describe = CellLock._holder
+    monkeypatch.setattr(CellLock, "_holder", lambda self: time.sleep(0.3) or describe(self))
+    path = tmp_path / layout.LOCK_FILE
+    seen, stop = [], False
+
+    def poll():
+        while not stop:
+            holder = _read(path)
+            if holder is not None:
+                seen.append(holder)
+            time.sleep(0.001)
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    with CellLock(tmp_path, "cell"):
+        time.sleep(0.05)
+    stop = True
+    reader.join()
+    assert seen, "the reader never saw the lock"
+    assert all(h.get("pid") == os.getpid() and h.get("host") == socket.gethostname() for h in seen), seen[:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file of the lock's making left behind
