@@ -116,6 +116,10 @@ def keep_loaded(n: int) -> None:
 
 
 def _stamp(name: str, root: Path, source) -> tuple:
+    if source is not None and source.folders is not None:  # image folders: the times of their folders
+        from . import folder_index, folders  # (folders: torchvision's listing, only for these datasets)
+
+        return folder_index.stamp(folders.root_of(source, root))
     if source is not None:
         files = [source.npz_path(root)] if source.npz is not None else []
     else:

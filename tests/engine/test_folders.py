@@ -5,7 +5,9 @@ the same for any number of DataLoader workers; label noise by example index)."""
 
 import dataclasses
 import importlib.util
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,23 @@ def test_the_paper_imagenet_benchmark_trains_a_cell_on_the_real_jpegs(tmp_path, 
     assert ex.split.value_counts().to_dict() == {"train": 16, "test": 10, "val": 4}
     assert np.isfinite(ex.loss).all()
     assert pd.read_parquet(out / "summary.parquet").model.tolist() == ["imagenet_resnet50"]
+
+
+def test_a_process_that_keeps_datasets_loaded_loads_a_changed_folder_again(tmp_path, shapes):
+    """A warm worker keeps its datasets between cells (data.keep_loaded) while their files are
+    unchanged: for image folders, while their split and class folders keep their times."""
+    from prunegen.engine import data
+
+    for here, dirs, _ in os.walk(shapes):  # an hour old: a change now shows in the times
+        for d in dirs:
+            os.utime(Path(here) / d, (time.time() - 3600,) * 2)
+    bm = _study(tmp_path).benchmarks["shapes-resnet20"]
+    data.keep_loaded(2)
+    try:
+        first = load_dataset(bm.dataset, tmp_path, source=bm.source)
+        assert load_dataset(bm.dataset, tmp_path, source=bm.source) is first  # kept
+        shutil.copy(shapes / "train/class1/img000.png", shapes / "train/class1/img999.png")
+        again = load_dataset(bm.dataset, tmp_path, source=bm.source)
+        assert again is not first and len(again.train_y) == len(first.train_y) + 1
+    finally:
+        data.keep_loaded(0)
