@@ -643,7 +643,7 @@ class Executor(RemoteExecutor):
 
     def _logs(self, job_info: SubmittedJobInfo) -> List[str]:
         aux = job_info.aux or {}
-        return [p for p in (aux.get("stdout"), aux.get("stderr")) if p]
+        return slurm_retry.task_logs(aux.get("stdout"), aux.get("stderr"))  # (every task's, for a data-parallel cell)
 
     def _failure_message(self, job_info: SubmittedJobInfo, st) -> str:
         aux = job_info.aux or {}

@@ -2,6 +2,8 @@
 file in the official SLURM plugin's format (issue 30 item 3), and the cause of a cell's
 failure (item 1, in part). On the real test cluster: tests/slurm/test_workers.py."""
 
+from pathlib import Path
+
 import pytest
 
 from prunegen.cluster import joblog
@@ -129,6 +131,33 @@ def test_a_failure_is_read_for_its_cause(tmp_path):
     assert retry.classify("FAILED", [started], cell_log=cuda, started_log=started) == "node"
     assert retry.classify("TIMEOUT", [started], started_log=started) == "other"
     assert retry.classify("FAILED", [tmp_path / "missing"], started_log=started) == "other"
+
+
+def test_a_data_parallel_cell_is_judged_by_every_tasks_log(tmp_path):
+    """Rank 0's traceback (the cell's log) only says it lost a peer; the cause is in the log of
+    the task that met it. Every task's submitit log is read; a lost peer alone is retried."""
+    folder = tmp_path / "submitit"
+    folder.mkdir()
+    for t in range(3):  # a 3-task job 41, and job 4 (whose name 41's must not catch)
+        for ext in ("out", "err"):
+            _log(folder, f"41_{t}_log.{ext}", "[prunegen.slurm] cell: SLURM job 41 (restart 0) on n1\n" if ext == "out" else "")
+    _log(folder, "4_0_log.out", "")
+    _log(folder, "41_2_log.err", "slurmstepd-n3: error: StepId=41.0 exceeded memory limit (9 > 8), being killed\n")
+    logs = retry.task_logs(folder / "41_0_log.out", folder / "41_0_log.err")
+    assert [Path(p).name for p in logs] == [f"41_{t}_log.{e}" for e in ("out", "err") for t in range(3)]
+    assert retry.task_logs(folder / "4_0_log.out", None) == [str(folder / "4_0_log.out")]
+    assert retry.task_logs(tmp_path / "other.log", None) == [str(tmp_path / "other.log")]  # not submitit's: itself
+    lost = _log(tmp_path, "cell.log", "Traceback (most recent call last):\n  ...\nRuntimeError: [../gloo/transport/"
+                "tcp/pair.cc:545] Read error [127.0.0.1]:10960: Connection reset by peer.\n")
+    started = folder / "41_0_log.out"
+    assert retry.classify("FAILED", logs, cell_log=lost, started_log=started) == "memory"  # task 2's
+    assert retry.classify("FAILED", logs[:1], cell_log=lost, started_log=started) == "other"  # task 0's alone
+    (folder / "41_2_log.err").write_text("RuntimeError: CUDA error: uncorrectable ECC error encountered\n")
+    assert retry.classify("FAILED", logs, cell_log=lost, started_log=started) == "node"
+    # rank 0's own error: the others lost it as a peer, and it is still the cell's
+    (folder / "41_2_log.err").write_text("RuntimeError: Connection closed by peer [127.0.0.1]:1234\n")
+    own = _log(tmp_path, "own.log", "Traceback (most recent call last):\nValueError: a bad value\n")
+    assert retry.classify("FAILED", logs, cell_log=own, started_log=started) == "cell"
 
 
 def test_node_names_are_validated_and_expanded():

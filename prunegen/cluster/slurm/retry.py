@@ -16,12 +16,19 @@ node       NODE_FAIL or BOOT_FAIL; a job that failed before its    another node:
            a CUDA/NCCL error (the node's GPU)                      that often in the window
 cell       the cell's own error (a Python traceback or prunegen's  none: the error is named once
            one-line error, exit 1 or 2)
-other      anything else (e.g. TIMEOUT without progress)           Snakemake's retries, as is
+other      anything else (e.g. TIMEOUT without progress; rank 0    Snakemake's retries, as is
+           of a data-parallel cell lost another rank and no
+           task's log says why)
 =========  =====================================================  ==========================
+
+A data-parallel cell's job has a log per task (`task_logs`): every one is read, since the
+rank that met the cause (killed for memory, a CUDA error) is not rank 0, whose traceback the
+cell's log holds; that one only says it lost a peer, which is not the cell's own error.
 """
 
 from __future__ import annotations
 
+import glob
 import math
 import re
 import time
@@ -38,6 +45,10 @@ DEVICE_WORDS = ("CUDA error", "CUDA-capable device", "NCCL error", "cudaErrorDev
                 "no CUDA GPUs are available")
 # What a cell's own failure leaves at the end of its log (engine errors exit 2 with one line).
 CELL_WORDS = ("Traceback (most recent call last)", "prunegen: error:", "prunegen run-cell: error")
+# Rank 0 of a data-parallel cell whose peer died (gloo, NCCL, torch.distributed): the cause
+# is the peer's, not the cell's code.
+LOST_RANK_WORDS = ("Connection reset by peer", "Connection closed by peer", "remote process exited",
+                   "DistNetworkError", "DistBackendError")
 # ShellJob prints this as its command starts: a failed job without it never ran its command.
 STARTED_WORD = "[prunegen.slurm]"
 NODE_STATES = ("NODE_FAIL", "BOOT_FAIL")
@@ -73,9 +84,23 @@ def classify(state: str, logs: Sequence[str | Path | None] = (), cell_log: str |
         return "node"
     if state == "FAILED" and started_log is not None and STARTED_WORD not in tail(started_log):
         return "node"  # it failed before its command ran: nothing of the cell's was reached
+    if any(w in cell for w in LOST_RANK_WORDS):
+        return "other"  # rank 0 lost a peer, and no task's log says why: retried as is
     if any(w in cell for w in CELL_WORDS):
         return "cell"
     return "other"
+
+
+def task_logs(stdout: str | Path | None, stderr: str | Path | None) -> list[str]:
+    """The logs of every task of a submitit job, given task 0's (`<job>_0_log.out` and
+    `.err`): one pair per task of a multi-task job (a data-parallel cell), else the two."""
+    out = []
+    for path in (Path(p) for p in (stdout, stderr) if p):
+        m = re.fullmatch(r"(.+)_0_log\.(out|err)", path.name)
+        tasks = [] if m is None else [t for t in path.parent.glob(f"{glob.escape(m[1])}_*_log.{m[2]}")
+                                      if re.fullmatch(rf"{re.escape(m[1])}_\d+_log\.{m[2]}", t.name)]
+        out += sorted(map(str, tasks)) or [str(path)]
+    return out
 
 
 def valid_node(name: str) -> bool:
