@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-
 QUEUE_ENV = "PRUNEGEN_WARM"  # prunegen.cluster.queue.ENV: set, run-cell sends its cell to warm processes
 
 
@@ -42,10 +41,10 @@ def _load(args):
 
 def cmd_run_cell(args) -> None:
     # each command imports its own stage only: the engine (torch, seconds) for run-cell alone
-    from .engine import allocator, ranks, stopping
-    from .engine.gpu_sampler import gpu_sampler
     from .cluster import stage
+    from .engine import allocator, ranks, stopping
     from .engine.data import check_present, dataset_files
+    from .engine.gpu_sampler import gpu_sampler
     from .engine.run import resolve_device, run_cell
     from .records import layout, store
 

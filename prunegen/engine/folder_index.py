@@ -20,6 +20,7 @@ same root wait for it (a file lock), then read its index. An index that cannot b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -125,15 +126,29 @@ def listing(root: Path, classes: list[str], extensions: tuple[str, ...]) -> dict
     path = index_path(root)
     got = _read(path, root, classes)
     if got is None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(f"{path}.lock", timeout=3600):  # one lister per root; the others read its index
-                got = _read(path, root, classes) or _write(path, root, classes, extensions)
-        except OSError as e:
-            log.warning("folder index %s cannot be written (%s): listing without it", path, e)
-            got = _list(root, classes, extensions)[0]
+        with _one_lister(path):
+            got = _read(path, root, classes) or _write(path, root, classes, extensions)  # (another's, meanwhile)
     prefix = os.fsencode(str(root)) + b"/"
     return {s: (np.char.add(prefix, paths), labels) for s, (paths, labels) in got.items()}
+
+
+@contextlib.contextmanager
+def _one_lister(path: Path):
+    """One lister per root at a time (a file lock beside the index); the others wait, then read
+    its index. Where there is no lock to be had (no index folder, a file system without locks),
+    each process lists: the index is written atomically all the same."""
+    lock = FileLock(f"{path}.lock", timeout=3600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:  # (filelock's Timeout is one too)
+        log.info("folder index %s: no lock (%s): listing without waiting for another process", path, e)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _list(root: Path, classes, extensions):
@@ -143,6 +158,8 @@ def _list(root: Path, classes, extensions):
 
 
 def _write(path: Path, root: Path, classes, extensions):
+    """List the folders and write the index (atomically: under a name of this process's, then
+    renamed); returns the list, written or not."""
     began = time.time_ns()
     got, dirs = _list(root, classes, extensions)
     # A folder changed within RACY of the listing may change again within one tick of the file
@@ -150,11 +167,17 @@ def _write(path: Path, root: Path, classes, extensions):
     # again and records a settled time (git's "racy" entries).
     dirs = [(d, t if t < began - RACY else -2) for d, t in dirs]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, head=json.dumps({"version": VERSION, "root": str(root), "classes": classes}),
-             dirs=np.array([os.fsencode(d) for d, _ in dirs], dtype=bytes),
-             mtimes=np.array([t for _, t in dirs], dtype=np.int64),
-             **{f"{s}_paths": got[s][0] for s in SPLITS}, **{f"{s}_labels": got[s][1] for s in SPLITS})
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, head=json.dumps({"version": VERSION, "root": str(root), "classes": classes}),
+                 dirs=np.array([os.fsencode(d) for d, _ in dirs], dtype=bytes),
+                 mtimes=np.array([t for _, t in dirs], dtype=np.int64),
+                 **{f"{s}_paths": got[s][0] for s in SPLITS}, **{f"{s}_labels": got[s][1] for s in SPLITS})
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("folder index %s cannot be written (%s): the next cell lists the folders again", path, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return got
     log.info("folder index of %s: %d + %d images, %d folders (%s)", root, len(got["train"][0]),
              len(got["val"][0]), len(dirs), path)
     return got

@@ -2,7 +2,10 @@
 torchvision's ImageFolder's, read from the index while no walked folder changed, listed again
 when one did, when the index is torn, or when it cannot be written (never an error)."""
 
+import errno
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -137,3 +140,33 @@ def test_the_index_lives_in_the_home_cache_unless_told(monkeypatch, tmp_path):
     monkeypatch.setenv(folder_index.ENV, str(tmp_path / "x"))
     assert folder_index.index_path(Path("/data/imagenet")).parent == tmp_path / "x"
     assert folder_index.index_path(Path("/data/imagenet")) != folder_index.index_path(Path("/data/imagenet2"))
+
+
+def test_processes_starting_together_list_once(tree, monkeypatch):
+    """The ranks of a data-parallel cell start at once: one lists (under the lock) while the
+    others wait, then read its index."""
+    classes, want = _torchvision(tree)
+    walks, walk = [], folder_index._walk
+    monkeypatch.setattr(folder_index, "_walk", lambda *a: walks.append(a[1]) or time.sleep(0.2) or walk(*a))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(folder_index.listing(tree, classes, IMG_EXTENSIONS)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert walks == ["train", "val"]  # one listing of the two splits, not four
+    assert len(got) == 4 and all(_as_lists(g) == want for g in got)
+
+
+def test_without_a_lock_to_be_had_the_index_is_written_all_the_same(tree, monkeypatch, caplog):
+    """A file system without locks (NFS without lockd: ENOLCK): each process lists, and the
+    index is still written (atomically) for the next."""
+    def no_lock(self, *a, **k):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(folder_index.FileLock, "acquire", no_lock)
+    classes, want = _torchvision(tree)
+    with caplog.at_level(logging.INFO, logger=folder_index.__name__):
+        assert _as_lists(folder_index.listing(tree, classes, IMG_EXTENSIONS)) == want
+    assert "no lock" in caplog.text and folder_index.index_path(tree).is_file()

@@ -40,9 +40,8 @@ from .markdown import (
     table,
     with_ci,
 )
-from .tables import BESIDE_FILE
+from .tables import BESIDE_FILE, read_since
 from .tables import read as read_page_tables
-from .tables import read_since
 
 PAGE_FIGURES = ("test_error", "train_loss", "memorization", "decomposition", "optimal_sparsity")
 BESIDE_VERDICTS = "beside_verdicts.parquet"

@@ -32,9 +32,9 @@ import glob
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 # What SLURM writes into a job's stderr when it kills a step for memory: jobacct_gather's
 # OverMemoryKill (the job then ends FAILED) and the cgroup plugin (OUT_OF_MEMORY).
