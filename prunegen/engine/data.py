@@ -115,16 +115,21 @@ def keep_loaded(n: int) -> None:
         _kept.pop(next(iter(_kept)))
 
 
+def _files(name: str, root: Path, source) -> list[Path]:
+    """The files a dataset is read from (there or not): its npz, a built-in's own files; none
+    for digits, a torchvision class's or image folders."""
+    if source is not None:
+        return [source.npz_path(root)] if source.npz is not None else []
+    return [root / f for f in _FILES.get(name, ())]
+
+
 def _stamp(name: str, root: Path, source) -> tuple:
     if source is not None and source.folders is not None:  # image folders: the times of their folders
         from . import folder_index, folders  # (folders: torchvision's listing, only for these datasets)
 
         return folder_index.stamp(folders.root_of(source, root))
-    if source is not None:
-        files = [source.npz_path(root)] if source.npz is not None else []
-    else:
-        files = [root / f for f in _FILES.get(name, ())]
-    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if (st := _stat(f)) is not None)
+    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in _files(name, root, source)
+                 if (st := _stat(f)) is not None)
 
 
 def check_present(name: str, data_root: str | Path, source=None) -> None:
@@ -148,11 +153,7 @@ def dataset_files(name: str, data_root: str | Path, source=None) -> list[Path]:
     """The files under `data_root` a dataset is read from (those there): none for digits and
     image folders (prunegen.cluster.stage copies these to node-local storage)."""
     root = Path(data_root).expanduser().absolute()
-    if source is not None:
-        files = [source.npz_path(root)] if source.npz is not None else []
-    else:
-        files = [root / f for f in _FILES.get(name, ())]
-    return [f for f in files if f.is_file() and f.is_relative_to(root)]
+    return [f for f in _files(name, root, source) if f.is_file() and f.is_relative_to(root)]
 
 
 def _stat(path: Path):

@@ -96,7 +96,7 @@ def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int, ch
     ranks.same_buffers(model)
     model.eval()
     parts = []
-    for k, x in zip(ranks.batches(len(split), batch_size), _eval_batches(split, batch_size, ranks)):
+    for k, x in _eval_batches(split, batch_size, ranks):
         out = model(_inputs(x, splits, channels_last)).float()
         y = split.y[k * batch_size:k * batch_size + len(x)]
         parts.append((F.cross_entropy(out, y, reduction="none"), out.argmax(1)))
@@ -112,12 +112,12 @@ def evaluate(model: nn.Module, split: Split, splits: Splits, batch_size: int, ch
 
 
 def _eval_batches(split: Split, batch_size: int, ranks: Ranks = SINGLE):
-    """This rank's evaluation batches of the split's uint8 images (`Ranks.batches`): slices of
-    the tensor, or decoded from files."""
+    """This rank's evaluation batches of the split's uint8 images (`Ranks.batches`), as (batch
+    number, images): slices of the tensor, or decoded from files."""
     numbers = ranks.batches(len(split), batch_size)
     if not isinstance(split.x, torch.Tensor):
-        return folders.eval_batches(split.x, batch_size, numbers)
-    return (split.x[k * batch_size:(k + 1) * batch_size] for k in numbers)
+        return zip(numbers, folders.eval_batches(split.x, batch_size, numbers))
+    return ((k, split.x[k * batch_size:(k + 1) * batch_size]) for k in numbers)
 
 
 def _train_batches(split: Split, plan: EpochPlan, bs: int, first: int, augment: bool, flip: bool,

@@ -110,8 +110,8 @@ def _benchmark(name: str, raw: dict, source: str = "study", own: dict | None = N
         raise StudyError(f"benchmarks.{name}.prune.rewind_epoch: {prune.rewind_epoch} leaves none of the "
                          f"{train.epochs} epochs of a cycle to train after rewinding; choose an earlier epoch")
     resources = _resources(name, raw.get("resources"))
-    _check_shares(name, train.batch_size, resources.world, None if n_sizes is None else n_sizes[0] - data_raw["val_size"],
-                  source)
+    n_train = None if n_sizes is None else n_sizes[0] - data_raw["val_size"]
+    _check_shares(name, train.batch_size, resources.world, n_train, source)
     return Benchmark(name=name, dataset=raw["dataset"], model=model, data=_build(Data, data_raw),
                      train=train, prune=prune, resources=resources,
                      source=ds, sizes=n_sizes, grid=_grid(raw.get("grid")))

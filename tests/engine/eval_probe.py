@@ -30,7 +30,7 @@ for name, bm in study.benchmarks.items():
                          augment=False, device="cpu")
     torch.manual_seed(0)
     model = build_model(bm.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    x = next(training._eval_batches(splits.train, 8 + 4 * r.rank))  # each rank its own batch
+    _, x = next(training._eval_batches(splits.train, 8 + 4 * r.rank))  # each rank its own batch
     model.train()(training._inputs(x, splits, False))  # running statistics of this rank's batch
     digest = hashlib.sha256(b"".join(b.numpy().tobytes() for b in model.buffers())).hexdigest()
     digests = r.gather(digest)
